@@ -1,0 +1,127 @@
+"""Settings from the environment and training configuration from YAML.
+
+Both are validated here, once, so the rest of the package works with typed values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MODEL_NAME = "sentiment"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+DEFAULT_TRAIN_CONFIG = Path("configs/train.yaml")
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid; the message says which and why."""
+
+
+class Settings(BaseSettings):
+    """Process-wide settings, read from `SENTIMENT_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="SENTIMENT_", extra="ignore")
+
+    var_dir: Path = Path("var")
+    model_name: str = MODEL_NAME
+    mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
+    artifact_root: Path | None = None
+    data_cache_dir: Path | None = None
+
+    def tracking_uri(self) -> str:
+        """MLflow's store: `MLFLOW_TRACKING_URI` if set, else a SQLite file under `var_dir`."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.var_dir / 'mlflow.db').resolve()}"
+
+    def artifact_location(self) -> Path:
+        """Where runs store artifacts when the store is a database (not a tracking server)."""
+        return (self.artifact_root or self.var_dir / "mlartifacts").resolve()
+
+    def cache_dir(self) -> Path:
+        """Where downloaded datasets are kept."""
+        return (self.data_cache_dir or self.var_dir / "datasets").resolve()
+
+
+class VectorizerConfig(BaseModel):
+    """Hyperparameters of sklearn's TfidfVectorizer (see its documentation)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lowercase: bool = True
+    ngram_range: tuple[int, int] = (1, 2)
+    min_df: int | float = 2
+    max_df: int | float = 1.0
+    max_features: int | None = 500_000
+    sublinear_tf: bool = True
+    strip_accents: Literal["ascii", "unicode"] | None = None
+    token_pattern: str = r"(?u)\b\w\w+\b"
+
+    @field_validator("ngram_range")
+    @classmethod
+    def _ordered(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= value[0] <= value[1]:
+            raise ValueError("ngram_range must be [low, high] with 1 <= low <= high")
+        return value
+
+
+class ClassifierConfig(BaseModel):
+    """Hyperparameters of sklearn's LogisticRegression (see its documentation)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    C: float = Field(default=10.0, gt=0)
+    solver: Literal["lbfgs", "liblinear", "newton-cg", "newton-cholesky", "sag", "saga"] = "lbfgs"
+    max_iter: int = Field(default=1000, gt=0)
+    class_weight: Literal["balanced"] | None = None
+    tol: float = Field(default=1e-4, gt=0)
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides a trained model besides the data: split, seed, pipeline."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 42
+    test_size: float = Field(default=0.2, gt=0, lt=1)
+    drop_duplicates: bool = True
+    builtin_classes: list[str] | None = Field(default_factory=lambda: ["negative", "positive"])
+    vectorizer: VectorizerConfig = Field(default_factory=VectorizerConfig)
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+
+    def flat_params(self) -> dict[str, Any]:
+        """Dotted `section.key` parameters, as MLflow logs them."""
+        flat: dict[str, Any] = {}
+        for key, value in self.model_dump().items():
+            if isinstance(value, dict):
+                flat.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                flat[key] = value
+        return flat
+
+
+def load_train_config(path: Path | None = None) -> TrainConfig:
+    """Read a training config; no path means `configs/train.yaml` if present, else defaults."""
+    if path is None:
+        if not DEFAULT_TRAIN_CONFIG.is_file():
+            return TrainConfig()
+        path = DEFAULT_TRAIN_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: {where}: {first['msg']}") from exc

@@ -1,0 +1,49 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sentiment_mlops.config import ConfigError, Settings, TrainConfig, load_train_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_documented_defaults_match_the_code() -> None:
+    """configs/train.yaml documents the defaults: it must not drift from them."""
+    assert load_train_config(ROOT / "configs" / "train.yaml") == TrainConfig()
+
+
+def test_unknown_key_is_rejected_with_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"vectorizer": {"ngram": [1, 2]}}))
+    with pytest.raises(ConfigError, match=r"c.yaml: vectorizer.ngram"):
+        load_train_config(path)
+
+
+def test_invalid_value_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("classifier:\n  C: -1\n")
+    with pytest.raises(ConfigError, match=r"classifier\.C"):
+        load_train_config(path)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_train_config(tmp_path / "nope.yaml")
+
+
+def test_flat_params_are_dotted() -> None:
+    params = TrainConfig().flat_params()
+    assert params["classifier.C"] == 10.0
+    assert params["vectorizer.ngram_range"] == (1, 2)
+    assert params["seed"] == 42
+
+
+def test_tracking_uri_defaults_to_sqlite_under_var(tmp_path: Path, clean_env: None) -> None:
+    settings = Settings(var_dir=tmp_path)
+    assert settings.tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+
+
+def test_mlflow_tracking_uri_is_honoured(monkeypatch: pytest.MonkeyPatch, clean_env: None) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql+psycopg2://u@h/db")
+    assert Settings().tracking_uri() == "postgresql+psycopg2://u@h/db"
