@@ -1,0 +1,366 @@
+"""The model registry: MLflow runs, registered versions, aliases, and verified loading.
+
+This is the only module that imports mlflow. Everything goes through an explicit
+`MlflowClient` bound to the configured store, so two registries never share global state.
+A model is saved with skops, its SHA-256 recorded on the model version, and checked again
+before any byte of it is deserialised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import mlflow.sklearn
+import skops.io
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.models.signature import ModelSignature
+from mlflow.types.schema import ColSpec, Schema
+from sklearn.pipeline import Pipeline
+
+from sentiment_mlops.checksums import file_sha256
+from sentiment_mlops.config import CHAMPION, Settings
+
+MODEL_FILE = "model.skops"
+SHA256_TAG = "sha256"
+HISTORY_TAG = "champion_history"
+LIBRARIES = (
+    "scikit-learn",
+    "numpy",
+    "scipy",
+    "pandas",
+    "skops",
+    "mlflow-skinny",
+    "sentiment-mlops",
+)
+_DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "file")
+
+
+class RegistryError(RuntimeError):
+    """The registry cannot do what was asked; the message says why and what to do."""
+
+
+class IntegrityError(RegistryError):
+    """A model artifact does not match the hash recorded when it was registered."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One registered version, as `sentiment models list` shows it."""
+
+    version: int
+    aliases: list[str]
+    created: datetime
+    run_id: str
+    sha256: str
+    metrics: dict[str, float]
+    data_source: str
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified, deserialised model and what identifies it."""
+
+    pipeline: Pipeline
+    version: int
+    sha256: str
+    run_id: str
+
+
+def environment_tags() -> dict[str, str]:
+    """Git commit and library versions, so a run can be reproduced later."""
+    tags = {"python": sys.version.split()[0]}
+    for name in LIBRARIES:
+        try:
+            tags[f"lib.{name}"] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            tags[f"lib.{name}"] = "not installed"
+    tags["git_commit"] = _git("rev-parse", "HEAD") or "unknown"
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    tags["git_dirty"] = "unknown" if status is None else str(bool(status)).lower()
+    return tags
+
+
+def _git(*args: str) -> str | None:
+    try:
+        result = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+class Registry:
+    """Runs and versions of one registered model in one MLflow store."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.name = settings.model_name
+        self.tracking_uri = settings.tracking_uri()
+        self._artifact_location = settings.artifact_location()
+        if self.tracking_uri.startswith("sqlite:///"):
+            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+                parents=True, exist_ok=True
+            )
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def _experiment_id(self) -> str:
+        experiment = self.client.get_experiment_by_name(self.name)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        location = None
+        if self.tracking_uri.split(":", 1)[0].split("+", 1)[0] in _DATABASE_SCHEMES:
+            self._artifact_location.mkdir(parents=True, exist_ok=True)
+            location = self._artifact_location.as_uri()
+        try:
+            return str(self.client.create_experiment(self.name, artifact_location=location))
+        except MlflowException:  # created concurrently by another process
+            experiment = self.client.get_experiment_by_name(self.name)
+            if experiment is None:
+                raise
+            return str(experiment.experiment_id)
+
+    def _ensure_registered_model(self) -> None:
+        try:
+            self.client.get_registered_model(self.name)
+        except MlflowException:
+            try:
+                self.client.create_registered_model(self.name)
+            except MlflowException:
+                self.client.get_registered_model(self.name)
+
+    def register(
+        self,
+        pipeline: Pipeline,
+        *,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        tags: Mapping[str, str],
+        artifacts: Path | None = None,
+        alias: str | None = None,
+    ) -> VersionInfo:
+        """Log a finished training run and register its model as a new version.
+
+        All or nothing: if any step fails (or the process is interrupted), the model version
+        and the run are deleted before the error propagates.
+        """
+        self._ensure_registered_model()
+        run = self.client.create_run(self._experiment_id(), tags={**environment_tags(), **tags})
+        run_id = run.info.run_id
+        version: str | None = None
+        try:
+            now = int(datetime.now(UTC).timestamp() * 1000)
+            self.client.log_batch(
+                run_id,
+                metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                params=[Param(k, _param_value(v)) for k, v in params.items()],
+            )
+            if artifacts is not None:
+                self.client.log_artifacts(run_id, str(artifacts))
+            with tempfile.TemporaryDirectory() as tmp:
+                model_dir = Path(tmp) / "model"
+                _save_model(pipeline, model_dir)
+                sha256 = file_sha256(model_dir / MODEL_FILE)
+                self.client.log_artifacts(run_id, str(model_dir), "model")
+            self.client.set_tag(run_id, SHA256_TAG, sha256)
+            created = self.client.create_model_version(
+                self.name,
+                source=f"{run.info.artifact_uri}/model",
+                run_id=run_id,
+                tags={SHA256_TAG: sha256, "data_source": tags.get("data_source", "")},
+            )
+            version = str(created.version)
+            if self.resolve(CHAMPION) is None:
+                self.promote(int(version), CHAMPION)
+            if alias is not None:
+                self.promote(int(version), alias)
+            self.client.set_terminated(run_id, "FINISHED")
+        except BaseException:
+            self._undo(run_id, version)
+            raise
+        return self.version(int(version))
+
+    def _undo(self, run_id: str, version: str | None) -> None:
+        if version is not None:
+            with contextlib.suppress(MlflowException):
+                self.client.delete_model_version(self.name, version)
+        with contextlib.suppress(MlflowException):
+            self.client.set_terminated(run_id, "FAILED")
+            self.client.delete_run(run_id)
+
+    def promote(self, version: int, alias: str) -> None:
+        """Point `alias` at `version`; a replaced champion is remembered for rollback."""
+        self.version(version)
+        if alias == CHAMPION:
+            current = self.resolve(CHAMPION)
+            if current is not None and current != version:
+                self._set_history([*self._history(), current])
+        self.client.set_registered_model_alias(self.name, alias, str(version))
+
+    def rollback(self) -> int:
+        """Give `champion` back to the version that held it before the last promotion."""
+        history = self._history()
+        while history:
+            previous = history.pop()
+            try:
+                self.version(previous)
+            except RegistryError:
+                continue  # deleted since; fall back further
+            self.client.set_registered_model_alias(self.name, CHAMPION, str(previous))
+            self._set_history(history)
+            return previous
+        raise RegistryError(
+            f"no previous champion of '{self.name}' to roll back to; "
+            "promote a version explicitly with `sentiment models promote VERSION`"
+        )
+
+    def _history(self) -> list[int]:
+        try:
+            model = self.client.get_registered_model(self.name)
+        except MlflowException:
+            return []
+        return [int(v) for v in json.loads(model.tags.get(HISTORY_TAG, "[]"))]
+
+    def _set_history(self, history: list[int]) -> None:
+        self.client.set_registered_model_tag(self.name, HISTORY_TAG, json.dumps(history))
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def resolve(self, alias: str) -> int | None:
+        """The version an alias points at, or None when the alias (or model) does not exist."""
+        try:
+            return int(self.client.get_model_version_by_alias(self.name, alias).version)
+        except MlflowException:
+            return None
+
+    def version(self, version: int) -> VersionInfo:
+        """Details of one version; RegistryError if it does not exist."""
+        try:
+            mv = self.client.get_model_version(self.name, str(version))
+        except MlflowException as exc:
+            raise RegistryError(f"model '{self.name}' has no version {version}") from exc
+        return self._info(mv)
+
+    def versions(self) -> list[VersionInfo]:
+        """All versions, newest first."""
+        try:
+            found = self.client.search_model_versions(f"name='{self.name}'")
+            aliases = self.client.get_registered_model(self.name).aliases
+        except MlflowException:
+            return []
+        by_version: dict[str, list[str]] = {}
+        for alias, version in aliases.items():
+            by_version.setdefault(str(version), []).append(alias)
+        infos = (self._info(mv, by_version.get(str(mv.version), [])) for mv in found)
+        return sorted(infos, key=lambda v: -v.version)
+
+    def _info(self, mv: Any, aliases: list[str] | None = None) -> VersionInfo:
+        metrics: dict[str, float] = {}
+        if mv.run_id:
+            try:
+                metrics = dict(self.client.get_run(mv.run_id).data.metrics)
+            except MlflowException:
+                metrics = {}
+        return VersionInfo(
+            version=int(mv.version),
+            aliases=sorted(aliases if aliases is not None else mv.aliases or []),
+            created=datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC),
+            run_id=mv.run_id or "",
+            sha256=mv.tags.get(SHA256_TAG, ""),
+            metrics=metrics,
+            data_source=mv.tags.get("data_source", ""),
+        )
+
+    def load(self, ref: str | int = CHAMPION) -> LoadedModel:
+        """Download, verify and deserialise a version given by alias or number.
+
+        The hash is checked before skops reads the file, and skops refuses any type outside
+        its trusted set, so a tampered or foreign artifact never executes code.
+        """
+        if isinstance(ref, int) or ref.isdigit():
+            version = int(ref)
+        else:
+            resolved = self.resolve(ref)
+            if resolved is None:
+                raise RegistryError(
+                    f"model '{self.name}' has no version with alias '{ref}'; "
+                    "train one (`sentiment train`) or promote one (`sentiment models promote`)"
+                )
+            version = resolved
+        info = self.version(version)
+        if not info.sha256:
+            raise IntegrityError(f"version {version} of '{self.name}' has no recorded sha256")
+        mv = self.client.get_model_version(self.name, str(version))
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"{mv.source}/{MODEL_FILE}",
+                    dst_path=tmp,
+                    tracking_uri=self.tracking_uri,
+                )
+            except (MlflowException, OSError) as exc:
+                raise RegistryError(
+                    f"cannot fetch the artifact of version {version} from {mv.source}: {exc}"
+                ) from exc
+            path = Path(local)
+            actual = file_sha256(path)
+            if actual != info.sha256:
+                raise IntegrityError(
+                    f"refusing to load version {version} of '{self.name}': artifact sha256 "
+                    f"{actual} does not match the registered {info.sha256} (tampered or corrupt)"
+                )
+            pipeline = _load_model(path)
+        return LoadedModel(pipeline, version, info.sha256, info.run_id)
+
+
+def _param_value(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, list | tuple | dict) else str(value)
+
+
+def _save_model(pipeline: Pipeline, directory: Path) -> None:
+    """MLflow's sklearn flavour in skops format, rewritten compressed (about 20x smaller)."""
+    text = Schema([ColSpec("string")])
+    signature = ModelSignature(inputs=text, outputs=text)
+    requirements = [f"{name}=={metadata.version(name)}" for name in ("scikit-learn", "skops")]
+    mlflow.sklearn.save_model(
+        pipeline,
+        str(directory),
+        serialization_format="skops",
+        signature=signature,
+        pip_requirements=requirements,
+    )
+    skops.io.dump(
+        pipeline, directory / MODEL_FILE, compression=zipfile.ZIP_DEFLATED, compresslevel=1
+    )
+
+
+def _load_model(path: Path) -> Pipeline:
+    untrusted = skops.io.get_untrusted_types(file=path)
+    if untrusted:
+        raise IntegrityError(
+            f"refusing to load {path.name}: it contains types outside the trusted set: "
+            f"{', '.join(untrusted)}"
+        )
+    model = skops.io.load(path, trusted=[])
+    if not isinstance(model, Pipeline):
+        raise IntegrityError(f"{path.name} holds a {type(model).__name__}, not a Pipeline")
+    return model

@@ -1,0 +1,135 @@
+"""The registry against a real MLflow store (SQLite in a temporary folder)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import skops.io
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from sentiment_mlops import registry as registry_mod
+from sentiment_mlops.checksums import file_sha256
+from sentiment_mlops.config import Settings, TrainConfig
+from sentiment_mlops.model import build_pipeline
+from sentiment_mlops.registry import IntegrityError, Registry, RegistryError
+
+TEXTS = ["good movie", "bad movie", "great film", "awful film", "nice one", "poor one"] * 3
+LABELS = ["pos", "neg", "pos", "neg", "pos", "neg"] * 3
+
+
+def fitted() -> Pipeline:
+    pipeline = build_pipeline(TrainConfig.model_validate({"vectorizer": {"min_df": 1}}))
+    return pipeline.fit(TEXTS, LABELS)
+
+
+def register(registry: Registry, alias: str | None = None, pipeline: Pipeline | None = None) -> int:
+    info = registry.register(
+        pipeline or fitted(),
+        params={"seed": 1, "ngram_range": (1, 2)},
+        metrics={"accuracy": 0.75},
+        tags={"data_source": "unit", "data_fingerprint": "f" * 64},
+        alias=alias,
+    )
+    return info.version
+
+
+@pytest.fixture
+def registry(tmp_path: Path, clean_env: None) -> Registry:
+    return Registry(Settings(var_dir=tmp_path / "var"))
+
+
+def test_first_version_is_champion_later_ones_only_when_asked(registry: Registry) -> None:
+    assert register(registry) == 1
+    assert register(registry) == 2
+    assert register(registry, alias="challenger") == 3
+    aliases = {v.version: v.aliases for v in registry.versions()}
+    assert aliases == {3: ["challenger"], 2: [], 1: ["champion"]}
+    assert registry.resolve("champion") == 1
+
+
+def test_run_records_params_metrics_fingerprint_and_environment(registry: Registry) -> None:
+    register(registry)
+    info = registry.version(1)
+    run = registry.client.get_run(info.run_id)
+    assert run.data.params["ngram_range"] == "[1, 2]"
+    assert run.data.metrics["accuracy"] == 0.75
+    assert run.data.tags["data_fingerprint"] == "f" * 64
+    assert run.data.tags["lib.scikit-learn"]
+    assert "git_commit" in run.data.tags
+    assert run.data.tags["sha256"] == info.sha256 and len(info.sha256) == 64
+    assert run.info.status == "FINISHED"
+
+
+def test_promote_and_rollback(registry: Registry) -> None:
+    for _ in range(3):
+        register(registry)
+    registry.promote(2, "champion")
+    registry.promote(3, "champion")
+    assert registry.rollback() == 2
+    assert registry.resolve("champion") == 2
+    assert registry.rollback() == 1
+    with pytest.raises(RegistryError, match="no previous champion"):
+        registry.rollback()
+
+
+def test_promote_unknown_version(registry: Registry) -> None:
+    register(registry)
+    with pytest.raises(RegistryError, match="has no version 7"):
+        registry.promote(7, "champion")
+
+
+def test_load_by_alias_and_number_predicts_like_the_original(registry: Registry) -> None:
+    original = fitted()
+    register(registry, pipeline=original)
+    for ref in ("champion", 1, "1"):
+        loaded = registry.load(ref)
+        assert loaded.version == 1
+        assert (loaded.pipeline.predict_proba(TEXTS) == original.predict_proba(TEXTS)).all()
+
+
+def test_load_missing_alias(registry: Registry) -> None:
+    with pytest.raises(RegistryError, match="no version with alias 'champion'"):
+        registry.load("champion")
+
+
+def test_tampered_artifact_is_refused(registry: Registry, tmp_path: Path) -> None:
+    register(registry)
+    artifact = next((tmp_path / "var" / "mlartifacts").rglob("model.skops"))
+    artifact.write_bytes(artifact.read_bytes() + b"\0")
+    with pytest.raises(IntegrityError, match="does not match the registered"):
+        registry.load("champion")
+
+
+def test_untrusted_types_are_refused_even_with_a_matching_hash(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Someone who can write both the artifact and the registry still cannot run code."""
+    register(registry)
+    artifact = next((tmp_path / "var" / "mlartifacts").rglob("model.skops"))
+    risky = Pipeline([("f", FunctionTransformer(func=os.getcwd)), ("m", fitted())])
+    skops.io.dump(risky, artifact)
+    registry.client.set_model_version_tag("sentiment", "1", "sha256", file_sha256(artifact))
+    with pytest.raises(IntegrityError, match=r"outside the trusted set: posix.getcwd"):
+        registry.load("champion")
+
+
+def test_failure_while_registering_leaves_no_version_and_no_live_run(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    register(registry)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(registry_mod, "_save_model", broken)
+    with pytest.raises(OSError, match="disk full"):
+        register(registry, alias="champion")
+    assert [v.version for v in registry.versions()] == [1]
+    assert registry.resolve("champion") == 1
+    experiment = registry.client.get_experiment_by_name("sentiment")
+    assert experiment is not None
+    live = registry.client.search_runs([experiment.experiment_id])
+    assert len(live) == 1
