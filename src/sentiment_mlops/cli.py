@@ -1,0 +1,184 @@
+"""The `sentiment` command: parses arguments, calls the stages, prints tables.
+
+Thin on purpose: every behaviour lives in a module that tests can call directly.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from sentiment_mlops.config import CHAMPION, ConfigError, Settings, load_train_config
+from sentiment_mlops.data import DataError
+
+app = typer.Typer(help="Train, version and serve a sentiment classifier.", no_args_is_help=True)
+models_app = typer.Typer(help="Registered model versions and their aliases.", no_args_is_help=True)
+datasets_app = typer.Typer(help="Public datasets to train on.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(datasets_app, name="datasets")
+
+# Piped output (CI logs, files) gets room for the tables instead of rich's 80-column default.
+_WIDTH = None if sys.stdout.isatty() else 120
+out = Console(width=_WIDTH)
+err = Console(stderr=True, width=_WIDTH)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn expected failures into a one-line message and exit status 1, not a traceback."""
+    from sentiment_mlops.datasets import DatasetError
+    from sentiment_mlops.registry import RegistryError
+
+    try:
+        yield
+    except (DataError, ConfigError, RegistryError, DatasetError) as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
+
+
+def _registry() -> Any:
+    from sentiment_mlops.registry import Registry
+
+    return Registry(Settings())
+
+
+@app.command()
+def train(
+    data: Annotated[
+        Path | None, typer.Option(help="CSV, JSONL or Parquet file; default: built-in tweets")
+    ] = None,
+    test_data: Annotated[
+        Path | None, typer.Option(help="Held-out file; default: a stratified split of --data")
+    ] = None,
+    text_column: Annotated[str, typer.Option(help="Column holding the text")] = "text",
+    label_column: Annotated[str, typer.Option(help="Column holding the label")] = "label",
+    encoding: Annotated[str, typer.Option(help="Text encoding of CSV/JSONL files")] = "utf-8",
+    config: Annotated[
+        Path | None, typer.Option(help="Training config; default: configs/train.yaml")
+    ] = None,
+    alias: Annotated[
+        str | None, typer.Option(help="Alias for the new version, e.g. challenger")
+    ] = None,
+    if_no_champion: Annotated[
+        bool, typer.Option("--if-no-champion", help="Do nothing if a champion is registered")
+    ] = False,
+) -> None:
+    """Train on a dataset, evaluate, and register the model as a new version."""
+    from sentiment_mlops.evaluate import print_report
+    from sentiment_mlops.train import DataSpec
+    from sentiment_mlops.train import train as run_training
+
+    with _user_errors():
+        registry = _registry()
+        if if_no_champion and (current := registry.resolve(CHAMPION)) is not None:
+            out.print(f"Champion is version {current}; not training (drop --if-no-champion).")
+            return
+        train_config = load_train_config(config)
+        spec = DataSpec(data, test_data, text_column, label_column, encoding)
+        trained, version = run_training(spec, train_config, registry, alias, err)
+    print_report(trained.report, out)
+    aliases = f" ({', '.join(version.aliases)})" if version.aliases else ""
+    out.print(f"Registered version {version.version}{aliases}, sha256 {version.sha256[:12]}…")
+
+
+@app.command()
+def predict(
+    text: Annotated[str, typer.Argument(help="The text to classify")],
+    alias: Annotated[str, typer.Option(help="Alias or version number to load")] = CHAMPION,
+) -> None:
+    """Classify one text with a registered model (verified before loading)."""
+    with _user_errors():
+        loaded = _registry().load(alias)
+    proba = loaded.pipeline.predict_proba([text])[0]
+    classes = [str(c) for c in loaded.pipeline.classes_]
+    best = max(range(len(classes)), key=lambda i: proba[i])
+    table = Table(title=f"version {loaded.version}: {classes[best]}")
+    table.add_column("label")
+    table.add_column("probability", justify="right")
+    for label, p in zip(classes, proba, strict=True):
+        table.add_row(label, f"{p:.4f}")
+    out.print(table)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Versions, aliases and their held-out metrics."""
+    with _user_errors():
+        versions = _registry().versions()
+    if not versions:
+        out.print("No registered versions yet; run `sentiment train`.")
+        return
+    table = Table(title="model 'sentiment'", box=box.SIMPLE_HEAD)
+    for name in ("version", "aliases", "created (UTC)", "accuracy", "macro F1", "sha256"):
+        table.add_column(name, no_wrap=True, justify="right" if "ac" in name else "left")
+    table.add_column("data")
+    for v in versions:
+        table.add_row(
+            str(v.version),
+            ", ".join(v.aliases),
+            v.created.strftime("%Y-%m-%d %H:%M"),
+            _metric(v.metrics, "accuracy"),
+            _metric(v.metrics, "macro_f1"),
+            v.sha256[:8],
+            Path(v.data_source).name,
+        )
+    out.print(table)
+
+
+def _metric(metrics: dict[str, float], name: str) -> str:
+    return f"{metrics[name]:.4f}" if name in metrics else "-"
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[int, typer.Argument(help="Version number")],
+    alias: Annotated[str, typer.Option(help="Alias to point at it")] = CHAMPION,
+) -> None:
+    """Point an alias (champion by default) at a version."""
+    with _user_errors():
+        _registry().promote(version, alias)
+    out.print(f"{alias} -> version {version}")
+
+
+@models_app.command("rollback")
+def models_rollback() -> None:
+    """Give champion back to the version that held it before the last promotion."""
+    with _user_errors():
+        version = _registry().rollback()
+    out.print(f"{CHAMPION} -> version {version}")
+
+
+@datasets_app.command("fetch")
+def datasets_fetch(
+    name: Annotated[str, typer.Argument(help="Dataset name: imdb")],
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Where to keep it; default var/datasets")
+    ] = None,
+) -> None:
+    """Download a public dataset (checksummed, resumable) and convert it to text,label CSVs."""
+    from sentiment_mlops import datasets
+
+    fetchers: dict[str, Callable[[Path], Path]] = {"imdb": datasets.fetch_imdb}
+    if name not in fetchers:
+        choices = ", ".join(fetchers)
+        err.print(f"[bold red]error:[/] unknown dataset {name!r}; choose from {choices}")
+        raise typer.Exit(1)
+    with _user_errors():
+        folder = fetchers[name](cache_dir or Settings().cache_dir())
+    for csv in sorted(folder.glob("*.csv")):
+        out.print(f"{csv}")
+    out.print(
+        f"Train with: sentiment train --data {folder}/train.csv --test-data {folder}/test.csv"
+    )
+
+
+if __name__ == "__main__":
+    app()
