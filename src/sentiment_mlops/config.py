@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MODEL_NAME = "sentiment"
@@ -32,6 +32,37 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
     artifact_root: Path | None = None
     data_cache_dir: Path | None = None
+
+    # Serving
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1)
+    model_alias: str = CHAMPION
+    reload_interval_seconds: float = Field(default=30.0, gt=0)
+    max_text_chars: int = Field(default=5000, gt=0)
+    max_batch_size: int = Field(default=256, gt=0)
+    max_body_bytes: int = Field(default=1_000_000, gt=0)
+    log_texts: bool = False
+    shutdown_grace_seconds: float = Field(default=5.0, ge=0)
+
+    # Auth: JWT bearer tokens; on unless explicitly disabled for local work
+    auth_disabled: bool = False
+    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    jwt_secret: SecretStr | None = None
+    jwt_private_key: SecretStr | None = None
+    jwt_public_key: str | None = None
+    jwt_issuer: str = "sentiment-mlops"
+    jwt_audience: str = "sentiment-api"
+    token_ttl_seconds: int = Field(default=3600, gt=0)
+    oauth_clients_file: Path | None = None
+
+    def clients_file(self) -> Path:
+        """OAuth2 clients (ids, hashed secrets, scopes) that may ask `POST /token` for tokens."""
+        return (self.oauth_clients_file or self.var_dir / "oauth_clients.json").resolve()
+
+    def dev_secret_file(self) -> Path:
+        """Where a development signing secret is generated when none is configured."""
+        return (self.var_dir / "dev_jwt_secret").resolve()
 
     def tracking_uri(self) -> str:
         """MLflow's store: `MLFLOW_TRACKING_URI` if set, else a SQLite file under `var_dir`."""
