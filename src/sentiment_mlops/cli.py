@@ -22,8 +22,10 @@ from sentiment_mlops.data import DataError
 app = typer.Typer(help="Train, version and serve a sentiment classifier.", no_args_is_help=True)
 models_app = typer.Typer(help="Registered model versions and their aliases.", no_args_is_help=True)
 datasets_app = typer.Typer(help="Public datasets to train on.", no_args_is_help=True)
+token_app = typer.Typer(help="Access tokens and OAuth2 clients for the API.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(token_app, name="token")
 
 # Piped output (CI logs, files) gets room for the tables instead of rich's 80-column default.
 _WIDTH = None if sys.stdout.isatty() else 120
@@ -178,6 +180,81 @@ def datasets_fetch(
     out.print(
         f"Train with: sentiment train --data {folder}/train.csv --test-data {folder}/test.csv"
     )
+
+
+@token_app.command("create")
+def token_create(
+    subject: Annotated[str, typer.Option(help="Who the token is for")],
+    scopes: Annotated[
+        str, typer.Option(help="Comma-separated: predict,feedback,admin")
+    ] = "predict",
+    ttl: Annotated[int | None, typer.Option(help="Lifetime in seconds")] = None,
+) -> None:
+    """Mint a signed JWT with the server's key (SENTIMENT_JWT_* or the dev secret)."""
+    from sentiment_mlops.serving.auth import AuthConfigError, Authenticator
+
+    try:
+        token = Authenticator.from_settings(Settings()).mint(subject, _split(scopes), ttl)
+    except (AuthConfigError, ValueError) as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
+    print(token)
+
+
+@token_app.command("add-client")
+def token_add_client(
+    client_id: Annotated[str, typer.Argument(help="The client's id")],
+    scopes: Annotated[
+        str, typer.Option(help="Comma-separated: predict,feedback,admin")
+    ] = "predict",
+) -> None:
+    """Register an OAuth2 client for POST /token; prints its secret once (stored hashed)."""
+    from sentiment_mlops.serving.auth import add_client
+
+    settings = Settings()
+    try:
+        secret = add_client(settings.clients_file(), client_id, _split(scopes))
+    except ValueError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
+    err.print(f"client {client_id!r} saved to {settings.clients_file()}; its secret (shown once):")
+    print(secret)
+
+
+def _split(scopes: str) -> list[str]:
+    return [s.strip() for s in scopes.split(",") if s.strip()]
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface; default SENTIMENT_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="Port; default SENTIMENT_PORT (8000)")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes")] = None,
+    train_if_missing: Annotated[
+        bool, typer.Option("--train-if-missing", help="Train on the built-in data first if needed")
+    ] = False,
+) -> None:
+    """Serve the champion model over HTTP (see GET /docs)."""
+    import os
+
+    from sentiment_mlops.serving.server import prepare_environment, run_server, usage_hint
+
+    overrides = {"SENTIMENT_HOST": host, "SENTIMENT_PORT": port, "SENTIMENT_WORKERS": workers}
+    for name, value in overrides.items():
+        if value is not None:
+            os.environ[name] = str(value)
+    settings = Settings()
+    if train_if_missing:
+        from sentiment_mlops.train import DataSpec
+        from sentiment_mlops.train import train as run_training
+
+        with _user_errors():
+            registry = _registry()
+            if registry.resolve(settings.model_alias) is None:
+                run_training(DataSpec(), load_train_config(None), registry, None, err)
+    prepare_environment(settings)
+    err.print(usage_hint(settings), highlight=False, soft_wrap=True)
+    run_server(settings)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,66 @@
+"""Running the API under uvicorn: process environment, worker count, a usage hint."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+
+import uvicorn
+
+from sentiment_mlops.config import Settings
+from sentiment_mlops.serving.metrics import MULTIPROC_ENV
+
+APP_PATH = "sentiment_mlops.serving.app:app"
+EXAMPLE_TEXT = "The crew was friendly and the flight was great"
+
+
+def prepare_environment(settings: Settings) -> None:
+    """One BLAS thread per worker, and a fresh shared metrics folder when there are several."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):
+        folder = (settings.var_dir / "prometheus-multiproc").resolve()
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        os.environ[MULTIPROC_ENV] = str(folder)
+
+
+def usage_hint(settings: Settings) -> str:
+    """A curl command that works as pasted, with a fresh token when the server signs them."""
+    from sentiment_mlops.serving.auth import AuthConfigError, Authenticator
+
+    host = "127.0.0.1" if settings.host in {"0.0.0.0", "::", ""} else settings.host
+    url = f"http://{host}:{settings.port}"
+    body = shlex.quote(f'{{"text": "{EXAMPLE_TEXT}"}}')
+    command = f"curl -s {url}/predict -H 'Content-Type: application/json' -d {body}"
+    lines = [f"Serving on {url} (docs: {url}/docs, metrics: {url}/metrics)"]
+    if settings.auth_disabled:
+        return "\n".join([*lines, "Try:", f"  {command}"])
+    try:
+        token = Authenticator.from_settings(settings).mint(
+            "local-user", ["predict"], settings.token_ttl_seconds
+        )
+    except (AuthConfigError, ValueError) as exc:
+        lines.append(f"(no token printed: {exc}; mint one with `sentiment token create`)")
+        return "\n".join(lines)
+    minutes = settings.token_ttl_seconds // 60
+    lines += [
+        f"Try (token valid {minutes} min; more with `sentiment token create --subject NAME`):",
+        f"  {command} -H 'Authorization: Bearer {token}'",
+    ]
+    return "\n".join(lines)
+
+
+def run_server(settings: Settings) -> None:
+    """Blocks until the server stops; uvicorn finishes in-flight requests on SIGTERM."""
+    uvicorn.run(
+        APP_PATH,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )

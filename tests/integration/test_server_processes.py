@@ -1,0 +1,142 @@
+"""Process-level behaviour: several workers, graceful shutdown, and fuzzing the API."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sentiment_mlops.config import Settings
+from sentiment_mlops.serving.auth import Authenticator
+
+from .server import SECRET, Server, train_into
+
+
+@pytest.fixture(scope="module")
+def var(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    var = tmp_path_factory.mktemp("procs") / "var"
+    train_into(var)
+    return var
+
+
+def token(*scopes: str) -> str:
+    return Authenticator.from_settings(Settings(jwt_secret=SECRET)).mint("t", scopes)  # type: ignore[arg-type]
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_two_workers_count_every_request_once(var: Path, tmp_path: Path) -> None:
+    srv = Server(var, tmp_path / "workers.log", workers=2)
+    headers = {"Authorization": f"Bearer {token('predict')}"}
+
+    def send(i: int) -> bool:
+        """A new connection each time, so the kernel can hand it to either worker."""
+        response = httpx.post(f"{srv.url}/predict", json={"text": f"great {i}"}, headers=headers)
+        return response.status_code == 200
+
+    def pids() -> set[int]:
+        return {r["pid"] for r in srv.log_records() if r.get("route") == "/predict"}
+
+    sent = 0
+    try:
+        srv.wait_ready()
+        with ThreadPoolExecutor(8) as pool:
+            while sent < 2000 and (sent == 0 or len(pids()) < 2):
+                assert all(pool.map(send, range(sent, sent + 100)))
+                sent += 100
+                time.sleep(0.2)
+        first = httpx.get(f"{srv.url}/metrics").text
+        second = httpx.get(f"{srv.url}/metrics").text
+    finally:
+        srv.stop()
+    assert len(pids()) == 2, "both workers should have served requests"
+    for text in (first, second):
+        assert metric_sum(text, "http_requests_total", route="/predict", status="200") == sent
+        assert metric_sum(text, "model_predictions_total", model_version="1") == sent
+
+
+def test_sigterm_drains_then_finishes_requests_in_flight(var: Path, tmp_path: Path) -> None:
+    srv = Server(var, tmp_path / "drain.log", shutdown_grace_seconds=2)
+    srv.wait_ready()
+    body = b'{"text": "the crew was lovely and the seats were comfy"}'
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {token('predict')}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    in_flight = socket.create_connection(("127.0.0.1", srv.port))
+    in_flight.sendall(head + body[:10])
+    time.sleep(0.2)
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    ready = httpx.get(f"{srv.url}/ready")
+    assert ready.status_code == 503 and ready.json()["status"] == "draining"
+    assert httpx.get(f"{srv.url}/health").status_code == 200
+    still_serving = httpx.post(
+        f"{srv.url}/predict",
+        json={"text": "fine"},
+        headers={"Authorization": f"Bearer {token('predict')}"},
+    )
+    assert still_serving.status_code == 200
+    time.sleep(2.0)  # past the grace period: uvicorn is now shutting down
+    in_flight.sendall(body[10:])
+    received = b""
+    while chunk := in_flight.recv(65536):  # the server closes the connection when done
+        received += chunk
+    in_flight.close()
+    response = received.decode()
+    assert response.startswith("HTTP/1.1 200"), response
+    assert '"model_version":1' in response
+    srv.proc.wait(timeout=30)
+    srv.stop()
+    assert any(r.get("msg") == "SIGTERM: draining" for r in srv.log_records())
+
+
+def test_schemathesis_finds_no_server_error(var: Path, tmp_path: Path) -> None:
+    srv = Server(var, tmp_path / "fuzz.log")
+    try:
+        srv.wait_ready()
+        everything = token("predict", "feedback", "admin")
+        result = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "st"),
+                "run",
+                f"{srv.url}/openapi.json",
+                "--checks",
+                "not_a_server_error",
+                "--header",
+                f"Authorization: Bearer {everything}",
+                "--max-examples",
+                "40",
+                "--seed",
+                "1",
+                "--workers",
+                "2",
+                "--request-timeout",
+                "30",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+    finally:
+        srv.stop()
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    match = re.search(r"(\d+) generated, (\d+) passed", output)
+    assert match and int(match.group(2)) > 100, output[-2000:]
