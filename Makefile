@@ -9,7 +9,7 @@ export OMP_NUM_THREADS := 1
 export OPENBLAS_NUM_THREADS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install run train test lint bench clean
+.PHONY: install run train test lint bench bench-serving clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## run: train on the built-in dataset unless a champion is registered
+## run: train on the built-in dataset unless a champion exists, then serve on port 8000
 run: install
-	$(BIN)/sentiment train --if-no-champion
+	$(BIN)/sentiment serve --train-if-missing --port 8000
 
 train: install
 	$(BIN)/sentiment train
@@ -33,8 +33,15 @@ lint: install
 test: lint
 	$(BIN)/pytest
 
+## bench: model accuracy on public datasets, and compiled vs sklearn scoring cost
 bench: install
 	$(BIN)/python benchmarks/accuracy.py
+	$(BIN)/python benchmarks/scorer.py
+
+## bench-serving: requests/s and p50/p99 latency of the HTTP API under wrk (installs wrk if missing)
+bench-serving: install
+	command -v wrk || (apt-get update && apt-get install -y wrk)
+	$(BIN)/python benchmarks/serving.py
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

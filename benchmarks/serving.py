@@ -1,0 +1,463 @@
+"""Throughput and latency of the HTTP API (`sentiment serve`), measured with wrk on loopback.
+
+Trains the default model into a temporary var dir, starts the real server as a subprocess on
+127.0.0.1 and drives it with `wrk -t1 --latency` (one load-generator thread; it shares the
+machine's cores with the server, as on a 2-core box):
+
+- `GET /health` and `POST /predict` (valid bearer token, JSON body of one tweet) with 1 worker
+  at concurrencies 1, 8, 32, 64;
+- `POST /predict` with 2 workers at concurrencies 1 and 32 (c=1 shows whether every request
+  pays a Nagle / delayed-ACK delay, as multi-worker servers without TCP_NODELAY do).
+
+Each cell runs `--duration` seconds (default 5) after an unmeasured warm-up per endpoint; a full
+run takes about 90 s. Per cell: requests/s, p50 and p99 latency, non-2xx responses and socket
+errors. Run it on an otherwise idle machine: wrk and the server share its cores. wrk exits 0
+even when every response is a 500, so a cell with any non-2xx response or socket error is
+reported as FAILED (and the script exits 1). Prints a table and the `/predict ÷ /health`
+throughput ratio per concurrency, and writes benchmarks/results/serving.json.
+
+The server runs as users run it, logging one JSON line per request to stdout; here stdout goes
+to a file in the temporary dir (bytes logged per request are in the JSON). That logging is part
+of what is measured.
+
+    python benchmarks/serving.py [--duration 5] [--concurrency 1 8 32 64]
+
+Needs `wrk` (Debian: `apt-get install wrk`; `make bench-serving` installs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+from pydantic import SecretStr
+from rich.console import Console
+from rich.table import Table
+
+from sentiment_mlops.config import Settings, TrainConfig
+from sentiment_mlops.registry import Registry
+from sentiment_mlops.serving.auth import Authenticator
+from sentiment_mlops.train import DataSpec, fit, load_split, register
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"
+TWEET = (
+    "@united 3 hours on the tarmac at ORD, no updates, no water, and now I missed my "
+    "connection to SFO. Worst airline ever \U0001f621 #neveragain http://t.co/x7Qa2LmZ"
+)
+# A developer's own settings must not reach the server or point training at their store.
+INHERITED = ("SENTIMENT_", "MLFLOW_TRACKING_URI", "PROMETHEUS_MULTIPROC_DIR")
+UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+WRK_TIMEOUT_S = 10
+
+
+class BenchmarkError(RuntimeError):
+    """The benchmark could not run as set up; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests: int
+    seconds: float
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    socket_errors: dict[str, int]
+
+    @property
+    def errors(self) -> int:
+        return sum(self.socket_errors.values())
+
+
+@dataclass(frozen=True)
+class Cell:
+    endpoint: str
+    workers: int
+    concurrency: int
+    result: WrkResult
+    log_bytes_per_request: float
+
+    @property
+    def failed(self) -> bool:
+        return self.result.non_2xx > 0 or self.result.errors > 0 or self.result.requests == 0
+
+
+def _duration_s(value: str, unit: str) -> float:
+    return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """Read the numbers from `wrk --latency` output; raises BenchmarkError if any is missing."""
+
+    def find(pattern: str) -> re.Match[str]:
+        match = re.search(pattern, output, re.MULTILINE)
+        if match is None:
+            raise BenchmarkError(f"wrk output lacks /{pattern}/:\n{output}")
+        return match
+
+    def percentile_ms(p: int) -> float:
+        match = find(rf"^\s*{p}(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$")
+        return float(match[1]) * UNIT_MS[match[2]]
+
+    done = find(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h),")
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    kinds = ("connect", "read", "write", "timeout")
+    return WrkResult(
+        requests=int(done[1]),
+        seconds=_duration_s(done[2], done[3]),
+        requests_per_s=float(find(r"^Requests/sec:\s+([\d.]+)")[1]),
+        p50_ms=percentile_ms(50),
+        p99_ms=percentile_ms(99),
+        non_2xx=int(non_2xx[1]) if non_2xx else 0,
+        socket_errors={k: int(errors[i + 1]) if errors else 0 for i, k in enumerate(kinds)},
+    )
+
+
+def lua_string(text: str) -> str:
+    """A double-quoted Lua literal for ASCII `text` (LuaJIT has no \\uXXXX escapes)."""
+    if not text.isascii() or any(ord(c) < 32 for c in text):
+        raise ValueError("only printable ASCII is quoted here; JSON-encode with ensure_ascii")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def post_script(body: str, token: str) -> str:
+    return "\n".join(
+        [
+            'wrk.method = "POST"',
+            f"wrk.body = {lua_string(body)}",
+            'wrk.headers["Content-Type"] = "application/json"',
+            f'wrk.headers["Authorization"] = {lua_string("Bearer " + token)}',
+            "",
+        ]
+    )
+
+
+def run_wrk(url: str, concurrency: int, seconds: int, script: Path | None) -> WrkResult:
+    """One wrk run; wrk takes whole seconds only."""
+    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency"]
+    command += ["--timeout", f"{WRK_TIMEOUT_S}s"]
+    if script is not None:
+        command += ["-s", str(script)]
+    done = subprocess.run(
+        [*command, url], capture_output=True, text=True, timeout=seconds + 30, check=False
+    )
+    if done.returncode != 0:
+        output = (done.stdout + done.stderr).strip()
+        raise BenchmarkError(f"{' '.join(command)} exited {done.returncode}: {output}")
+    return parse_wrk(done.stdout)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """`sentiment serve` in a subprocess on loopback; stdout and stderr go to `log_path`."""
+
+    def __init__(self, env: dict[str, str], workers: int, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        command = [sys.executable, "-m", "sentiment_mlops.cli", "serve", "--host", HOST]
+        self.proc = subprocess.Popen(
+            [*command, "--port", str(self.port), "--workers", str(workers)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchmarkError(f"server exited:\n{self._tail()}")
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise BenchmarkError(f"server not ready after {timeout_s:.0f} s:\n{self._tail()}")
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM (uvicorn drains and stops its workers); SIGKILL if it does not exit."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+    def _tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+
+def server_env(var: Path, secret: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(INHERITED)}
+    env.update(
+        {
+            "SENTIMENT_VAR_DIR": str(var),
+            "SENTIMENT_JWT_SECRET": secret,
+            "SENTIMENT_SHUTDOWN_GRACE_SECONDS": "0.5",
+            "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+        }
+    )
+    return env
+
+
+@contextmanager
+def isolated_environment(env: dict[str, str]) -> Iterator[None]:
+    """Run in-process training and minting with exactly the settings the server gets."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def check_endpoints(url: str, body: str, token: str) -> None:
+    """One request each before load: wrong setup should fail here, not as 100% non-2xx."""
+    health = httpx.get(f"{url}/health", timeout=5)
+    predict = httpx.post(
+        f"{url}/predict",
+        content=body,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        timeout=5,
+    )
+    for name, response in (("GET /health", health), ("POST /predict", predict)):
+        if response.status_code != 200:
+            raise BenchmarkError(f"{name} answered {response.status_code}: {response.text}")
+    if "label" not in predict.json():
+        raise BenchmarkError(f"POST /predict answered without a label: {predict.text}")
+
+
+@dataclass(frozen=True)
+class Phase:
+    workers: int
+    endpoints: dict[str, Sequence[int]]
+
+
+def run_phase(
+    phase: Phase,
+    env: dict[str, str],
+    tmp: Path,
+    body: str,
+    token: str,
+    args: argparse.Namespace,
+    console: Console,
+) -> list[Cell]:
+    script = tmp / "predict.lua"
+    script.write_text(post_script(body, token))
+    scripts: dict[str, Path | None] = {"/health": None, "/predict": script}
+    cells = []
+    log_path = tmp / f"server-{phase.workers}w.log"
+    with Server(env, phase.workers, log_path) as server:
+        with console.status(f"starting the server with {phase.workers} worker(s)"):
+            server.wait_ready()
+        check_endpoints(server.url, body, token)
+        for endpoint, concurrencies in phase.endpoints.items():
+            url = f"{server.url}{endpoint}"
+            if args.warmup > 0:
+                with console.status(f"warming up {endpoint} for {args.warmup} s"):
+                    run_wrk(url, max(concurrencies), args.warmup, scripts[endpoint])
+            for concurrency in concurrencies:
+                label = f"{endpoint} workers={phase.workers} c={concurrency}"
+                before = server.log_size()
+                with console.status(f"{label}: {args.duration} s"):
+                    result = run_wrk(url, concurrency, args.duration, scripts[endpoint])
+                logged = server.log_size() - before
+                per_request = logged / result.requests if result.requests else 0.0
+                cells.append(Cell(endpoint, phase.workers, concurrency, result, per_request))
+                console.print(
+                    f"{label}: {result.requests_per_s:,.0f} req/s, p99 {result.p99_ms:.2f} ms",
+                    highlight=False,
+                )
+    return cells
+
+
+def train_into(var: Path, console: Console) -> int:
+    config, spec = TrainConfig(), DataSpec()
+    with console.status("training and registering the default model"):
+        trained = fit(load_split(spec, config), config)
+        return int(register(trained, Registry(Settings(var_dir=var)), config, spec).version)
+
+
+def results_table(cells: Sequence[Cell]) -> Table:
+    table = Table(title="HTTP API under wrk -t1 on 127.0.0.1")
+    columns = ("endpoint", "workers", "concurrency", "req/s", "p50 ms", "p99 ms")
+    for column in (*columns, "non-2xx", "errors", "result"):
+        table.add_column(column, justify="left" if column == "endpoint" else "right")
+    for cell in cells:
+        r = cell.result
+        table.add_row(
+            cell.endpoint,
+            str(cell.workers),
+            str(cell.concurrency),
+            f"{r.requests_per_s:,.0f}",
+            f"{r.p50_ms:.2f}",
+            f"{r.p99_ms:.2f}",
+            str(r.non_2xx),
+            str(r.errors),
+            "[bold red]FAILED[/]" if cell.failed else "ok",
+        )
+    return table
+
+
+def throughput_ratios(cells: Sequence[Cell]) -> list[dict[str, float]]:
+    """`/predict ÷ /health` requests/s with 1 worker, per concurrency measured for both."""
+    one = {(c.endpoint, c.concurrency): c.result.requests_per_s for c in cells if c.workers == 1}
+    ratios = []
+    for (endpoint, concurrency), health in sorted(one.items(), key=lambda kv: kv[0][1]):
+        predict = one.get(("/predict", concurrency))
+        if endpoint == "/health" and predict is not None and health > 0:
+            ratios.append({"concurrency": concurrency, "ratio": predict / health})
+    return ratios
+
+
+def ratio_table(ratios: Sequence[dict[str, float]]) -> Table:
+    table = Table(title="/predict ÷ /health throughput (1 worker)")
+    table.add_column("concurrency", justify="right")
+    table.add_column("ratio", justify="right")
+    for row in ratios:
+        table.add_row(str(int(row["concurrency"])), f"{row['ratio']:.2f}")
+    return table
+
+
+def wrk_version() -> str:
+    done = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+    return (done.stdout + done.stderr).splitlines()[0].strip()
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=5, help="seconds per cell")
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured seconds per endpoint")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--multi-workers", type=int, default=2)
+    parser.add_argument("--multi-worker-concurrency", type=int, nargs="+", default=[1, 32])
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "serving.json"
+    )
+    args = parser.parse_args()
+    if args.duration <= 0 or args.warmup < 0:
+        parser.error("--duration must be positive and --warmup not negative")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    if shutil.which("wrk") is None:
+        raise BenchmarkError("wrk is not installed: `apt-get install wrk` (or make bench-serving)")
+    phases = [
+        Phase(1, {"/health": args.concurrency, "/predict": args.concurrency}),
+        Phase(args.multi_workers, {"/predict": args.multi_worker_concurrency}),
+    ]
+    planned_s = sum(
+        len(cs) * args.duration + args.warmup for p in phases for cs in p.endpoints.values()
+    )
+    body = json.dumps({"text": TWEET})
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as name:
+        tmp = Path(name)
+        var = tmp / "var"
+        secret = secrets.token_urlsafe(36)  # 48 characters
+        env = server_env(var, secret)
+        with isolated_environment(env):
+            version = train_into(var, console)
+            settings = Settings(var_dir=var, jwt_secret=SecretStr(secret))
+            token = Authenticator.from_settings(settings).mint(
+                "bench", ["predict"], int(2 * planned_s) + 600
+            )
+        console.print(f"model version {version} trained and registered in a temporary store")
+        cells = []
+        for phase in phases:
+            cells += run_phase(phase, env, tmp, body, token, args, console)
+    ratios = throughput_ratios(cells)
+    console.print(results_table(cells))
+    console.print(ratio_table(ratios))
+    logged = [c.log_bytes_per_request for c in cells]
+    console.print(
+        f"server log: {min(logged):.0f}-{max(logged):.0f} bytes per request (one JSON line "
+        "each, written to a file), included in every number above",
+        highlight=False,
+    )
+    result = {
+        "tool": wrk_version(),
+        "command": "wrk -t1 -cC -dDs --latency (POST body and headers from a Lua script)",
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "body": body,
+        "cells": [
+            {
+                "endpoint": c.endpoint,
+                "workers": c.workers,
+                "concurrency": c.concurrency,
+                **asdict(c.result),
+                "errors": c.result.errors,
+                "log_bytes_per_request": c.log_bytes_per_request,
+                "failed": c.failed,
+            }
+            for c in cells
+        ],
+        "predict_over_health": ratios,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    console.print(f"wrote {args.out}")
+    failed = [c for c in cells if c.failed]
+    if failed:
+        console.print(f"[bold red]{len(failed)} cell(s) failed[/]: non-2xx responses or errors")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchmarkError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
