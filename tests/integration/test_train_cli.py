@@ -138,6 +138,10 @@ def test_train_list_predict_promote_rollback(
     assert code == 0, output
     assert "Registered version 1 (champion)" in output
     assert "accuracy" in output and "Confusion matrix" in output
+    registry = Registry(Settings(var_dir=var_dir))
+    artifacts = {a.path for a in registry.client.list_artifacts(registry.version(1).run_id)}
+    assert {"report.json", "confusion_matrix.png", "roc.png", "reliability.png"} <= artifacts
+    assert {"model", "train_config.json"} <= artifacts
     code, output = invoke("train", "--data", str(path), "--alias", "challenger")
     assert "Registered version 2 (challenger)" in output
 

@@ -133,3 +133,19 @@ def test_failure_while_registering_leaves_no_version_and_no_live_run(
     assert experiment is not None
     live = registry.client.search_runs([experiment.experiment_id])
     assert len(live) == 1
+
+
+def test_mlflow_loads_the_registered_model_by_alias_uri(registry: Registry) -> None:
+    """Users' own MLflow tooling (`models:/sentiment@champion`) reads what we register."""
+    import mlflow
+
+    original = fitted()
+    register(registry, pipeline=original)
+    mlflow.set_registry_uri(registry.tracking_uri)
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    try:
+        loaded = mlflow.sklearn.load_model("models:/sentiment@champion")
+    finally:
+        mlflow.set_tracking_uri("")
+        mlflow.set_registry_uri("")
+    assert (loaded.predict_proba(TEXTS) == original.predict_proba(TEXTS)).all()
