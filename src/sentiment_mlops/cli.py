@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
@@ -18,6 +18,9 @@ from rich.table import Table
 
 from sentiment_mlops.config import CHAMPION, ConfigError, Settings, load_train_config
 from sentiment_mlops.data import DataError
+
+if TYPE_CHECKING:
+    from sentiment_mlops.registry import Registry
 
 app = typer.Typer(help="Train, version and serve a sentiment classifier.", no_args_is_help=True)
 models_app = typer.Typer(help="Registered model versions and their aliases.", no_args_is_help=True)
@@ -34,19 +37,25 @@ err = Console(stderr=True, width=_WIDTH)
 
 
 @contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn expected failures into a one-line message and exit status 1, not a traceback."""
-    from sentiment_mlops.datasets import DatasetError
-    from sentiment_mlops.registry import RegistryError
+def _user_errors(*kinds: type[Exception]) -> Iterator[None]:
+    """Turn expected failures into a one-line message and exit status 1, not a traceback.
 
+    Without `kinds`, the data, config, registry and dataset errors of training and the
+    registry commands (importing the registry costs a second, so other commands name theirs).
+    """
+    if not kinds:
+        from sentiment_mlops.datasets import DatasetError
+        from sentiment_mlops.registry import RegistryError
+
+        kinds = (DataError, ConfigError, RegistryError, DatasetError)
     try:
         yield
-    except (DataError, ConfigError, RegistryError, DatasetError) as exc:
+    except kinds as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from exc
 
 
-def _registry() -> Any:
+def _registry() -> Registry:
     from sentiment_mlops.registry import Registry
 
     return Registry(Settings())
@@ -191,13 +200,10 @@ def token_create(
     ttl: Annotated[int | None, typer.Option(help="Lifetime in seconds")] = None,
 ) -> None:
     """Mint a signed JWT with the server's key (SENTIMENT_JWT_* or the dev secret)."""
-    from sentiment_mlops.serving.auth import AuthConfigError, Authenticator
+    from sentiment_mlops.serving.auth import Authenticator
 
-    try:
+    with _user_errors(ValueError):  # AuthConfigError is one, as are unknown scopes
         token = Authenticator.from_settings(Settings()).mint(subject, _split(scopes), ttl)
-    except (AuthConfigError, ValueError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from exc
     print(token)
 
 
@@ -212,11 +218,8 @@ def token_add_client(
     from sentiment_mlops.serving.auth import add_client
 
     settings = Settings()
-    try:
+    with _user_errors(ValueError):
         secret = add_client(settings.clients_file(), client_id, _split(scopes))
-    except ValueError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from exc
     err.print(f"client {client_id!r} saved to {settings.clients_file()}; its secret (shown once):")
     print(secret)
 
