@@ -72,7 +72,7 @@ def test_two_workers_count_every_request_once(var: Path, tmp_path: Path) -> None
 
 
 def test_sigterm_drains_then_finishes_requests_in_flight(var: Path, tmp_path: Path) -> None:
-    srv = Server(var, tmp_path / "drain.log", shutdown_grace_seconds=2)
+    srv = Server(var, tmp_path / "drain.log", shutdown_grace_seconds=3)
     srv.wait_ready()
     body = b'{"text": "the crew was lovely and the seats were comfy"}'
     head = (
@@ -93,7 +93,7 @@ def test_sigterm_drains_then_finishes_requests_in_flight(var: Path, tmp_path: Pa
         headers={"Authorization": f"Bearer {token('predict')}"},
     )
     assert still_serving.status_code == 200
-    time.sleep(2.0)  # past the grace period: uvicorn is now shutting down
+    time.sleep(3.0)  # past the grace period: uvicorn is now shutting down
     in_flight.sendall(body[10:])
     received = b""
     while chunk := in_flight.recv(65536):  # the server closes the connection when done
