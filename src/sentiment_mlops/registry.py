@@ -254,11 +254,13 @@ class Registry:
 
     def version(self, version: int) -> VersionInfo:
         """Details of one version; RegistryError if it does not exist."""
+        return self._info(self._model_version(version))
+
+    def _model_version(self, version: int) -> Any:
         try:
-            mv = self.client.get_model_version(self.name, str(version))
+            return self.client.get_model_version(self.name, str(version))
         except MlflowException as exc:
             raise RegistryError(f"model '{self.name}' has no version {version}") from exc
-        return self._info(mv)
 
     def versions(self) -> list[VersionInfo]:
         """All versions, newest first."""
@@ -306,10 +308,10 @@ class Registry:
                     "train one (`sentiment train`) or promote one (`sentiment models promote`)"
                 )
             version = resolved
-        info = self.version(version)
-        if not info.sha256:
+        mv = self._model_version(version)
+        expected = mv.tags.get(SHA256_TAG, "")
+        if not expected:
             raise IntegrityError(f"version {version} of '{self.name}' has no recorded sha256")
-        mv = self.client.get_model_version(self.name, str(version))
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 local = mlflow.artifacts.download_artifacts(
@@ -323,13 +325,13 @@ class Registry:
                 ) from exc
             path = Path(local)
             actual = file_sha256(path)
-            if actual != info.sha256:
+            if actual != expected:
                 raise IntegrityError(
                     f"refusing to load version {version} of '{self.name}': artifact sha256 "
-                    f"{actual} does not match the registered {info.sha256} (tampered or corrupt)"
+                    f"{actual} does not match the registered {expected} (tampered or corrupt)"
                 )
             pipeline = _load_model(path)
-        return LoadedModel(pipeline, version, info.sha256, info.run_id)
+        return LoadedModel(pipeline, version, expected, mv.run_id or "")
 
 
 def _param_value(value: Any) -> str:
