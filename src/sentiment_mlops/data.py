@@ -286,9 +286,16 @@ def split(data: LabelledTexts, test_size: float, seed: int) -> Split:
             f"{data.source}: cannot split: {exc}; add data or pass --test-data"
         ) from exc
 
-    def take(idx: list[int], name: str) -> LabelledTexts:
+    def take(idx: list[int], name: str, warnings: list[str]) -> LabelledTexts:
         return LabelledTexts(
-            [data.texts[i] for i in idx], [data.labels[i] for i in idx], f"{data.source} ({name})"
+            [data.texts[i] for i in idx],
+            [data.labels[i] for i in idx],
+            f"{data.source} ({name})",
+            warnings,
         )
 
-    return Split(take(sorted(train_idx), "train split"), take(sorted(test_idx), "test split"))
+    # Warnings about the whole file travel with the training part, as with a --test-data file.
+    return Split(
+        take(sorted(train_idx), "train split", data.warnings),
+        take(sorted(test_idx), "test split", []),
+    )

@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 from sentiment_mlops import data as data_mod
 from sentiment_mlops import datasets
 from sentiment_mlops.config import TrainConfig
-from sentiment_mlops.data import LabelledTexts, Split
+from sentiment_mlops.data import Split
 from sentiment_mlops.evaluate import EvaluationReport, evaluate, save_report
 from sentiment_mlops.model import build_pipeline, plain_vocabulary
 from sentiment_mlops.registry import Registry, VersionInfo
@@ -68,11 +68,7 @@ def load_split(spec: DataSpec, config: TrainConfig) -> Split:
         full = data_mod.drop_exact_duplicates(full)
     data_mod.check_trainable(full, label_column)
     if spec.test_path is None:
-        parts = data_mod.split(full, config.test_size, config.seed)
-        return Split(
-            LabelledTexts(parts.train.texts, parts.train.labels, parts.train.source, full.warnings),
-            parts.test,
-        )
+        return data_mod.split(full, config.test_size, config.seed)
     test = data_mod.load_labelled(
         spec.test_path, spec.text_column, spec.label_column, spec.encoding
     )

@@ -187,3 +187,10 @@ def test_fingerprint_depends_on_exact_rows() -> None:
     assert a.fingerprint() == LabelledTexts(["x", "y"], ["1", "2"], "other").fingerprint()
     assert a.fingerprint() != LabelledTexts(["y", "x"], ["2", "1"], "a").fingerprint()
     assert a.fingerprint() != LabelledTexts(["x", "y"], ["1", "1"], "a").fingerprint()
+
+
+def test_split_keeps_the_file_warnings_with_the_training_part() -> None:
+    data = LabelledTexts([f"t{i}" for i in range(20)], ["a", "b"] * 10, "d", ["a warning"])
+    parts = split(data, 0.5, seed=1)
+    assert parts.train.warnings == ["a warning"]
+    assert parts.test.warnings == []
