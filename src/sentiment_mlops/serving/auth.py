@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import parse_qs, unquote_plus
 
 import jwt
@@ -485,12 +485,6 @@ _oauth2 = OAuth2(
     description="Get a token from POST /token and send it as `Authorization: Bearer <token>`.",
     auto_error=False,
 )
-
-AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing, invalid or expired bearer token"},
-    403: {"description": "The token lacks the scope this operation needs"},
-}
-
 
 def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency admitting requests whose bearer token grants `scope`, returning its principal.
