@@ -53,7 +53,7 @@ from rich.table import Table
 
 from sentiment_mlops.config import Settings, TrainConfig
 from sentiment_mlops.registry import Registry
-from sentiment_mlops.serving.auth import Authenticator
+from sentiment_mlops.serving.tokens import Authenticator
 from sentiment_mlops.train import DataSpec, fit, load_split, register
 
 ROOT = Path(__file__).resolve().parents[1]

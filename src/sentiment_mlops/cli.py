@@ -200,7 +200,7 @@ def token_create(
     ttl: Annotated[int | None, typer.Option(help="Lifetime in seconds")] = None,
 ) -> None:
     """Mint a signed JWT with the server's key (SENTIMENT_JWT_* or the dev secret)."""
-    from sentiment_mlops.serving.auth import Authenticator
+    from sentiment_mlops.serving.tokens import Authenticator
 
     with _user_errors(ValueError):  # AuthConfigError is one, as are unknown scopes
         token = Authenticator.from_settings(Settings()).mint(subject, _split(scopes), ttl)
@@ -215,7 +215,7 @@ def token_add_client(
     ] = "predict",
 ) -> None:
     """Register an OAuth2 client for POST /token; prints its secret once (stored hashed)."""
-    from sentiment_mlops.serving.auth import add_client
+    from sentiment_mlops.serving.clients import add_client
 
     settings = Settings()
     with _user_errors(ValueError):

@@ -13,7 +13,8 @@ import jwt
 import pytest
 
 from sentiment_mlops.config import Settings
-from sentiment_mlops.serving.auth import Authenticator, add_client
+from sentiment_mlops.serving.clients import add_client
+from sentiment_mlops.serving.tokens import Authenticator
 
 from .server import SECRET, Server, train_into
 

@@ -13,7 +13,7 @@ import pytest
 
 from sentiment_mlops.config import Settings, TrainConfig
 from sentiment_mlops.registry import Registry
-from sentiment_mlops.serving.auth import Authenticator
+from sentiment_mlops.serving.tokens import Authenticator
 
 from .server import SECRET, Server, train_into
 

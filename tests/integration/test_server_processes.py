@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from sentiment_mlops.config import Settings
-from sentiment_mlops.serving.auth import Authenticator
+from sentiment_mlops.serving.tokens import Authenticator
 
 from .server import SECRET, Server, train_into
 

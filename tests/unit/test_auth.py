@@ -25,19 +25,17 @@ from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
 from sentiment_mlops.config import Settings
-from sentiment_mlops.serving import auth
-from sentiment_mlops.serving.auth import (
+from sentiment_mlops.serving import tokens
+from sentiment_mlops.serving.auth import require_scope, router
+from sentiment_mlops.serving.clients import ClientStore, add_client
+from sentiment_mlops.serving.tokens import (
     LEEWAY_SECONDS,
     SCOPES,
     AuthConfigError,
     Authenticator,
-    ClientStore,
     ExpiredToken,
     InvalidToken,
     Principal,
-    add_client,
-    require_scope,
-    router,
     signing_keys,
 )
 
@@ -254,7 +252,7 @@ _RACE = """
 import hashlib, sys, time
 from pathlib import Path
 from sentiment_mlops.config import Settings
-from sentiment_mlops.serving.auth import signing_keys
+from sentiment_mlops.serving.tokens import signing_keys
 go = Path(sys.argv[1]) / "go"
 while not go.exists():
     time.sleep(0.001)
@@ -606,7 +604,7 @@ def test_cached_verification_still_honours_expiry(
         def now(cls, tz: Any = None) -> Later:  # type: ignore[override]
             return cls.fromtimestamp(later, tz)
 
-    monkeypatch.setattr(auth.time, "time", lambda: later)
+    monkeypatch.setattr(tokens.time, "time", lambda: later)
     monkeypatch.setattr(jwt.api_jwt, "datetime", Later)
     with pytest.raises(ExpiredToken):
         hs256.verify(token)

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from sentiment_mlops.cli import app
 from sentiment_mlops.config import Settings
-from sentiment_mlops.serving.auth import Authenticator, ClientStore
+from sentiment_mlops.serving.clients import ClientStore
+from sentiment_mlops.serving.tokens import Authenticator
 
 runner = CliRunner()
 

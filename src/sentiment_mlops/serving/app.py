@@ -19,10 +19,12 @@ from fastapi.responses import JSONResponse
 from sentiment_mlops import __version__
 from sentiment_mlops.config import Settings
 from sentiment_mlops.serving import auth, routes
+from sentiment_mlops.serving.clients import ClientStore
 from sentiment_mlops.serving.logs import configure_logging
 from sentiment_mlops.serving.metrics import Metrics, mark_worker_dead
 from sentiment_mlops.serving.middleware import RequestContextMiddleware
 from sentiment_mlops.serving.models import ModelPool, ModelSource
+from sentiment_mlops.serving.tokens import Authenticator
 
 log = logging.getLogger("sentiment_mlops.serving")
 
@@ -63,7 +65,7 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging()
-        authenticator = auth.Authenticator.from_settings(settings)
+        authenticator = Authenticator.from_settings(settings)
         if authenticator.disabled:
             log.warning("authentication is DISABLED (SENTIMENT_AUTH_DISABLED); local use only")
         elif authenticator.is_dev_secret:
@@ -72,7 +74,7 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
                 extra={"secret_file": str(settings.dev_secret_file())},
             )
         app.state.auth = authenticator
-        app.state.clients = auth.ClientStore.load(settings.clients_file())
+        app.state.clients = ClientStore.load(settings.clients_file())
         pool = ModelPool(source or _default_source(settings), [settings.model_alias], metrics)
         app.state.pool = pool
         for outcome in await pool.refresh():

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
 from sentiment_mlops.config import Settings
-from sentiment_mlops.serving.auth import Principal, require_scope
+from sentiment_mlops.serving.auth import require_scope
 from sentiment_mlops.serving.metrics import Metrics
 from sentiment_mlops.serving.models import ModelPool, ServingModel
 from sentiment_mlops.serving.schemas import (
@@ -29,6 +29,7 @@ from sentiment_mlops.serving.schemas import (
     ReloadResult,
     Status,
 )
+from sentiment_mlops.serving.tokens import Principal
 
 router = APIRouter()
 

@@ -29,7 +29,7 @@ def prepare_environment(settings: Settings) -> None:
 
 def usage_hint(settings: Settings) -> str:
     """A curl command that works as pasted, with a fresh token when the server signs them."""
-    from sentiment_mlops.serving.auth import AuthConfigError, Authenticator
+    from sentiment_mlops.serving.tokens import AuthConfigError, Authenticator
 
     host = "127.0.0.1" if settings.host in {"0.0.0.0", "::", ""} else settings.host
     url = f"http://{host}:{settings.port}"
