@@ -11,6 +11,7 @@ from sentiment_mlops.config import Settings
 
 SECRET = "s" * 48
 ISSUER, AUDIENCE = "sentiment-mlops", "sentiment-api"
+UNKNOWN_ROOT = "unknown scope(s) ['root']; known: ['admin', 'feedback', 'predict']"
 
 
 def settings(tmp_path: Path, **overrides: Any) -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from sentiment_mlops.serving.auth import require_scope, router
 from sentiment_mlops.serving.clients import ClientStore, add_client
 from sentiment_mlops.serving.tokens import Authenticator, Principal
 
-from .auth_setup import SECRET, b64url, claims, settings
+from .auth_setup import SECRET, UNKNOWN_ROOT, b64url, claims, settings
 
 
 def make_app(authenticator: Authenticator, clients: ClientStore) -> FastAPI:
@@ -102,6 +103,11 @@ def test_disabled_auth_admits_anonymous(tmp_path: Path, clean_env: None) -> None
 
 def test_unknown_scope_cannot_be_required() -> None:
     with pytest.raises(ValueError, match="unknown scope"):
+        require_scope("root")
+
+
+def test_require_scope_uses_the_one_scope_check() -> None:
+    with pytest.raises(ValueError, match=re.escape(UNKNOWN_ROOT)):
         require_scope("root")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 
 from sentiment_mlops.serving.clients import ClientStore, add_client
 from sentiment_mlops.serving.tokens import AuthConfigError
+
+from .auth_setup import UNKNOWN_ROOT
 
 
 def test_client_store_authenticates_only_the_right_secret(tmp_path: Path) -> None:
@@ -96,3 +99,19 @@ def test_client_store_picks_up_clients_added_while_running(tmp_path: Path) -> No
     assert store.authenticate("late-joiner", secret) == {"predict"}
     path.write_text("not json")
     assert store.authenticate("late-joiner", secret) == {"predict"}, "a broken file keeps the old"
+
+
+def test_add_client_and_the_clients_file_use_the_one_scope_check(tmp_path: Path) -> None:
+    path = tmp_path / "clients.json"
+    with pytest.raises(ValueError, match=re.escape(UNKNOWN_ROOT)):
+        add_client(path, "a", ["predict", "root"])
+    add_client(path, "a", ["predict"])
+    document = json.loads(path.read_text())
+    document["clients"]["a"]["scopes"] = ["predict", "root"]
+    path.write_text(json.dumps(document))
+    with pytest.raises(AuthConfigError, match=re.escape(f"client 'a': {UNKNOWN_ROOT}")):
+        ClientStore.load(path)
+    document["clients"]["a"]["scopes"] = ["root", 7]
+    path.write_text(json.dumps(document))
+    with pytest.raises(AuthConfigError, match=re.escape("unknown scope(s) [7, 'root']")):
+        ClientStore.load(path)

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -28,14 +29,30 @@ from sentiment_mlops.serving.tokens import (
     Authenticator,
     ExpiredToken,
     InvalidToken,
+    check_scopes,
     signing_keys,
 )
 
-from .auth_setup import SECRET, b64url, claims, settings
+from .auth_setup import SECRET, UNKNOWN_ROOT, b64url, claims, settings
 
 
 def test_known_scopes() -> None:
     assert {"predict", "feedback", "admin"} == SCOPES
+
+
+def test_check_scopes_returns_the_set_or_names_unknown_and_known_scopes() -> None:
+    assert check_scopes(["predict", "admin", "predict"]) == frozenset({"predict", "admin"})
+    assert check_scopes(iter([])) == frozenset()
+    with pytest.raises(ValueError) as caught:
+        check_scopes(["predict", "root"])
+    assert str(caught.value) == UNKNOWN_ROOT
+    with pytest.raises(TypeError, match="not one string"):
+        check_scopes("predict")
+
+
+def test_mint_uses_the_one_scope_check(hs256: Authenticator) -> None:
+    with pytest.raises(ValueError, match=re.escape(UNKNOWN_ROOT)):
+        hs256.mint("alice", ["predict", "root"])
 
 
 def test_hs256_round_trip(hs256: Authenticator) -> None:

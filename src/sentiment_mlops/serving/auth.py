@@ -25,10 +25,10 @@ from sentiment_mlops.serving.clients import ClientStore
 from sentiment_mlops.serving.tokens import (
     ANONYMOUS,
     SCOPE_DESCRIPTIONS,
-    SCOPES,
     Authenticator,
     AuthError,
     Principal,
+    check_scopes,
 )
 
 _MAX_FORM_BYTES = 8192
@@ -51,8 +51,7 @@ def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
     The authenticator is read from `request.app.state.auth`, so tests and the app factory
     decide the keys; when auth is disabled every request is the all-scopes `ANONYMOUS`.
     """
-    if scope not in SCOPES:
-        raise ValueError(f"unknown scope {scope!r}; known: {sorted(SCOPES)}")
+    check_scopes([scope])
 
     # A default, not Annotated: annotations are strings here and FastAPI resolves them in the
     # module's globals, where the closure's `scope` does not exist.

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sentiment_mlops.serving.private_files import write_private_file
-from sentiment_mlops.serving.tokens import SCOPES, AuthConfigError
+from sentiment_mlops.serving.tokens import SCOPES, AuthConfigError, check_scopes
 
 log = logging.getLogger("sentiment_mlops.serving.clients")
 
@@ -95,9 +95,7 @@ class Client:
 
     def __post_init__(self) -> None:
         _ScryptHash.parse(self.secret_hash)
-        unknown = self.scopes - SCOPES
-        if unknown:
-            raise ValueError(f"unknown scope(s) {sorted(unknown)}; known: {sorted(SCOPES)}")
+        check_scopes(self.scopes)
 
 
 class ClientStore:
@@ -151,9 +149,7 @@ def add_client(path: Path, client_id: str, scopes: Iterable[str]) -> str:
         raise ValueError(
             f"client id {client_id!r} must be 1-128 characters of letters, digits and . _ ~ -"
         )
-    if isinstance(scopes, str):
-        raise TypeError("scopes must be a collection of scope names, not one string")
-    granted = frozenset(scopes)
+    granted = check_scopes(scopes)
     if not granted:
         raise ValueError(f"a client needs at least one scope of {sorted(SCOPES)}")
     clients = _read_clients(path)

@@ -58,6 +58,21 @@ class ExpiredToken(AuthError):
     """Well-formed and correctly signed, but past its `exp`."""
 
 
+def check_scopes(scopes: Iterable[str]) -> frozenset[str]:
+    """`scopes` as a set, or ValueError naming the unknown ones and the known ones.
+
+    The one scope check, for tokens, OAuth2 clients and protected routes alike. One string is
+    refused with TypeError: iterating it would check its letters, not the scope it names.
+    """
+    if isinstance(scopes, str):
+        raise TypeError("scopes must be a collection of scope names, not one string")
+    granted = frozenset(scopes)
+    unknown = granted - SCOPES
+    if unknown:
+        raise ValueError(f"unknown scope(s) {sorted(unknown, key=str)}; known: {sorted(SCOPES)}")
+    return granted
+
+
 @dataclass(frozen=True)
 class Principal:
     """The caller a verified token speaks for, and what it may do."""
@@ -211,12 +226,7 @@ class Authenticator:
 
     def mint(self, subject: str, scopes: Iterable[str], ttl_seconds: int | None = None) -> str:
         """A signed token for `subject` granting `scopes`, valid for `ttl_seconds`."""
-        if isinstance(scopes, str):
-            raise TypeError("scopes must be a collection of scope names, not one string")
-        granted = frozenset(scopes)
-        unknown = granted - SCOPES
-        if unknown:
-            raise ValueError(f"unknown scope(s) {sorted(unknown)}; known: {sorted(SCOPES)}")
+        granted = check_scopes(scopes)
         if not subject:
             raise ValueError("the token subject must not be empty")
         ttl = self._ttl_seconds if ttl_seconds is None else ttl_seconds
