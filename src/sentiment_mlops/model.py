@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
 from itertools import islice, repeat
 from typing import Literal, Protocol
 
@@ -56,6 +57,16 @@ def build_pipeline(config: TrainConfig) -> Pipeline:
             ),
         ]
     )
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified, deserialised model version and what identifies it (the registry's answer)."""
+
+    pipeline: Pipeline
+    version: int
+    sha256: str
+    run_id: str
 
 
 def plain_vocabulary(pipeline: Pipeline) -> Pipeline:

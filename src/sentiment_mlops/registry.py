@@ -38,6 +38,7 @@ from sklearn.pipeline import Pipeline
 
 from sentiment_mlops.checksums import file_sha256
 from sentiment_mlops.config import CHAMPION, Settings
+from sentiment_mlops.model import LoadedModel
 
 MODEL_FILE = "model.skops"
 SHA256_TAG = "sha256"
@@ -73,16 +74,6 @@ class VersionInfo:
     sha256: str
     metrics: dict[str, float]
     data_source: str
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A verified, deserialised model and what identifies it."""
-
-    pipeline: Pipeline
-    version: int
-    sha256: str
-    run_id: str
 
 
 def environment_tags() -> dict[str, str]:

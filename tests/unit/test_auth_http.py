@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from sentiment_mlops.serving.auth import require_scope, router
 from sentiment_mlops.serving.clients import ClientStore, add_client
+from sentiment_mlops.serving.deps import get_authenticator, get_clients
 from sentiment_mlops.serving.tokens import Authenticator, Principal
 
 from .auth_setup import SECRET, UNKNOWN_ROOT, b64url, claims, settings
@@ -22,8 +23,8 @@ from .auth_setup import SECRET, UNKNOWN_ROOT, b64url, claims, settings
 
 def make_app(authenticator: Authenticator, clients: ClientStore) -> FastAPI:
     app = FastAPI()
-    app.state.auth = authenticator
-    app.state.clients = clients
+    app.dependency_overrides[get_authenticator] = lambda: authenticator
+    app.dependency_overrides[get_clients] = lambda: clients
     app.include_router(router)
 
     @app.get("/protected")

@@ -1,5 +1,8 @@
-"""The FastAPI application: `create_app(settings)` for tests and `sentiment serve`, and a
-module-level `app` so `uvicorn sentiment_mlops.serving.app:app` works too."""
+"""The FastAPI application: `create_app(settings, source)` is the one way to build it.
+
+`sentiment serve` runs it through uvicorn's factory mode (`sentiment_mlops.serving.app:create_app`)
+so importing this module builds nothing; models and keys are loaded when the app starts.
+"""
 
 from __future__ import annotations
 
@@ -20,10 +23,12 @@ from sentiment_mlops import __version__
 from sentiment_mlops.config import Settings
 from sentiment_mlops.serving import auth, routes
 from sentiment_mlops.serving.clients import ClientStore
+from sentiment_mlops.serving.deps import Services
 from sentiment_mlops.serving.logs import configure_logging
 from sentiment_mlops.serving.metrics import Metrics, mark_worker_dead
 from sentiment_mlops.serving.middleware import RequestContextMiddleware
-from sentiment_mlops.serving.models import ModelPool, ModelSource
+from sentiment_mlops.serving.models import ModelPool, ModelSource, NoModelLoaded
+from sentiment_mlops.serving.predictor import Predictor
 from sentiment_mlops.serving.tokens import Authenticator
 
 log = logging.getLogger("sentiment_mlops.serving")
@@ -35,7 +40,7 @@ def _default_source(settings: Settings) -> ModelSource:
     return Registry(settings)
 
 
-def _drain_on_sigterm(app: FastAPI, grace_seconds: float) -> None:
+def _drain_on_sigterm(services: Services) -> None:
     """On SIGTERM turn /ready to 503 first, then after the grace period let uvicorn stop.
 
     Load balancers stop sending traffic once readiness fails; uvicorn then finishes the
@@ -45,11 +50,12 @@ def _drain_on_sigterm(app: FastAPI, grace_seconds: float) -> None:
         return
     loop = asyncio.get_running_loop()
     previous = signal.getsignal(signal.SIGTERM)
+    grace_seconds = services.settings.shutdown_grace_seconds
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if app.state.draining:
+        if services.draining:
             return
-        app.state.draining = True
+        services.draining = True
         log.info("SIGTERM: draining", extra={"grace_seconds": grace_seconds})
         if callable(previous):
             loop.call_soon_threadsafe(loop.call_later, grace_seconds, previous, signum, frame)
@@ -57,38 +63,45 @@ def _drain_on_sigterm(app: FastAPI, grace_seconds: float) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+async def _start(settings: Settings, source: ModelSource | None, metrics: Metrics) -> Services:
+    """Resolve keys and clients, load the served model(s): what the app needs to answer."""
+    authenticator = Authenticator.from_settings(settings)
+    if authenticator.disabled:
+        log.warning("authentication is DISABLED (SENTIMENT_AUTH_DISABLED); local use only")
+    elif authenticator.is_dev_secret:
+        log.warning(
+            "signing tokens with a generated development secret; set SENTIMENT_JWT_SECRET",
+            extra={"secret_file": str(settings.dev_secret_file())},
+        )
+    pool = ModelPool(source or _default_source(settings), [settings.model_alias], metrics)
+    for outcome in await pool.refresh():
+        if outcome.result != "loaded":
+            log.warning(
+                "no model to serve yet",
+                extra={"alias": outcome.alias, "result": outcome.result, "error": outcome.error},
+            )
+    return Services(
+        settings=settings,
+        metrics=metrics,
+        pool=pool,
+        predictor=Predictor(metrics),
+        authenticator=authenticator,
+        clients=ClientStore.load(settings.clients_file()),
+    )
+
+
 def create_app(settings: Settings | None = None, source: ModelSource | None = None) -> FastAPI:
-    """Build the app; models and keys are loaded when it starts, not when it is built."""
+    """Build the app; `source` defaults to the MLflow registry named by `settings`."""
     settings = settings or Settings()
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging()
-        authenticator = Authenticator.from_settings(settings)
-        if authenticator.disabled:
-            log.warning("authentication is DISABLED (SENTIMENT_AUTH_DISABLED); local use only")
-        elif authenticator.is_dev_secret:
-            log.warning(
-                "signing tokens with a generated development secret; set SENTIMENT_JWT_SECRET",
-                extra={"secret_file": str(settings.dev_secret_file())},
-            )
-        app.state.auth = authenticator
-        app.state.clients = ClientStore.load(settings.clients_file())
-        pool = ModelPool(source or _default_source(settings), [settings.model_alias], metrics)
-        app.state.pool = pool
-        for outcome in await pool.refresh():
-            if outcome.result != "loaded":
-                log.warning(
-                    "no model to serve yet",
-                    extra={
-                        "alias": outcome.alias,
-                        "result": outcome.result,
-                        "error": outcome.error,
-                    },
-                )
-        poller = asyncio.create_task(pool.run(settings.reload_interval_seconds))
-        _drain_on_sigterm(app, settings.shutdown_grace_seconds)
+        services = await _start(settings, source, metrics)
+        app.state.services = services
+        poller = asyncio.create_task(services.pool.run(settings.reload_interval_seconds))
+        _drain_on_sigterm(services)
         try:
             yield
         finally:
@@ -104,9 +117,6 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
         "Get a token from POST /token (OAuth2 client credentials) and send it as a Bearer token.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.metrics = metrics
-    app.state.draining = False
     app.include_router(routes.router)
     app.include_router(auth.router)
     app.add_middleware(
@@ -128,12 +138,13 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
         detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
         return JSONResponse({"detail": detail or "invalid request", "errors": errors}, 422)
 
+    @app.exception_handler(NoModelLoaded)
+    async def no_model(request: Request, exc: NoModelLoaded) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", extra={"path": request.url.path})
         return JSONResponse({"detail": "internal error; see the server log"}, status_code=500)
 
     return app
-
-
-app = create_app()

@@ -21,11 +21,10 @@ from fastapi.security import OAuth2
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from sentiment_mlops.serving.clients import ClientStore
+from sentiment_mlops.serving.deps import AuthenticatorDep, ClientsDep
 from sentiment_mlops.serving.tokens import (
     ANONYMOUS,
     SCOPE_DESCRIPTIONS,
-    Authenticator,
     AuthError,
     Principal,
     check_scopes,
@@ -48,17 +47,18 @@ _oauth2 = OAuth2(
 def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency admitting requests whose bearer token grants `scope`, returning its principal.
 
-    The authenticator is read from `request.app.state.auth`, so tests and the app factory
-    decide the keys; when auth is disabled every request is the all-scopes `ANONYMOUS`.
+    The authenticator comes from the app's services (`AuthenticatorDep`), so the app factory
+    (or a test's dependency override) decides the keys; when auth is disabled every request
+    is the all-scopes `ANONYMOUS`.
     """
     check_scopes([scope])
 
     # A default, not Annotated: annotations are strings here and FastAPI resolves them in the
     # module's globals, where the closure's `scope` does not exist.
     async def dependency(
-        request: Request, authorization: str | None = Security(_oauth2, scopes=[scope])
+        authenticator: AuthenticatorDep,
+        authorization: str | None = Security(_oauth2, scopes=[scope]),
     ) -> Principal:
-        authenticator: Authenticator = request.app.state.auth
         if authenticator.disabled:
             return ANONYMOUS
         kind, _, token = (authorization or "").partition(" ")
@@ -161,7 +161,9 @@ router = APIRouter(tags=["auth"])
     },
     openapi_extra=_TOKEN_REQUEST,
 )
-async def issue_token(request: Request) -> JSONResponse:
+async def issue_token(
+    request: Request, store: ClientsDep, authenticator: AuthenticatorDep
+) -> JSONResponse:
     """Trade a client's id and secret (form body or HTTP Basic) for a bearer token.
 
     Implements RFC 6749 §4.4; errors are RFC 6749 §5.2 JSON objects, never server errors.
@@ -174,7 +176,6 @@ async def issue_token(request: Request) -> JSONResponse:
         if grant_type != "client_credentials":
             raise _GrantError(400, "unsupported_grant_type", "only client_credentials is supported")
         client_id, secret = _client_credentials(request, form)
-        store: ClientStore = request.app.state.clients
         allowed = await run_in_threadpool(store.authenticate, client_id, secret)
         if allowed is None:
             raise _GrantError(401, "invalid_client", "unknown client or wrong secret")
@@ -185,7 +186,6 @@ async def issue_token(request: Request) -> JSONResponse:
                 "invalid_scope",
                 f"requested scope exceeds this client's scopes ({' '.join(sorted(allowed))})",
             )
-        authenticator: Authenticator = request.app.state.auth
         if not authenticator.can_mint:
             raise _GrantError(
                 503, "temporarily_unavailable", "this server verifies tokens but cannot issue them"

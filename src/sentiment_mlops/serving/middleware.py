@@ -11,7 +11,7 @@ import logging
 import re
 import time
 import uuid
-from typing import Any
+from dataclasses import dataclass
 
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,6 +22,33 @@ from sentiment_mlops.serving.metrics import Metrics
 access_log = logging.getLogger("sentiment_mlops.serving.access")
 
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+@dataclass
+class AccessRecord:
+    """What a handler tells the access log about its request, beyond what HTTP shows.
+
+    The middleware creates one per request before calling the app and logs it afterwards;
+    handlers fill it in through the `AccessRecordDep` dependency.
+    """
+
+    model_version: int | None = None
+    variant: str | None = None
+    texts: list[str] | None = None  # only when the operator set SENTIMENT_LOG_TEXTS
+
+    _SCOPE_KEY = "sentiment_mlops.access"
+
+    @classmethod
+    def attach(cls, scope: Scope) -> AccessRecord:
+        record = cls()
+        scope[cls._SCOPE_KEY] = record
+        return record
+
+    @classmethod
+    def of(cls, scope: Scope) -> AccessRecord:
+        """The request's record; a detached one (logged by nobody) outside the middleware."""
+        record = scope.get(cls._SCOPE_KEY)
+        return record if isinstance(record, cls) else cls()
 
 
 class BodyTooLarge(HTTPException):
@@ -42,6 +69,7 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         rid = _incoming_request_id(scope) or uuid.uuid4().hex
         token = request_id.set(rid)
+        record = AccessRecord.attach(scope)
         status = 500
         response_started = False
         received = 0
@@ -74,27 +102,26 @@ class RequestContextMiddleware:
             if not response_started:
                 await _send_error(send_with_id, 413, exc.detail)
         finally:
-            self._record(scope, status, time.perf_counter() - started)
+            self._record(scope, record, status, time.perf_counter() - started)
             request_id.reset(token)
 
-    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+    def _record(self, scope: Scope, record: AccessRecord, status: int, seconds: float) -> None:
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
         method = scope["method"]
         self.metrics.requests.labels(method, template, str(status)).inc()
         self.metrics.request_duration.labels(method, template).observe(seconds)
-        state: dict[str, Any] = scope.get("state") or {}
-        fields = {
+        fields: dict[str, object] = {
             "method": method,
             "route": template,
             "path": scope["path"],
             "status": status,
             "latency_ms": round(seconds * 1000, 3),
-            "model_version": state.get("model_version"),
-            "variant": state.get("variant"),
+            "model_version": record.model_version,
+            "variant": record.variant,
         }
-        if "texts" in state:  # only when the operator set SENTIMENT_LOG_TEXTS
-            fields["texts"] = state["texts"]
+        if record.texts is not None:
+            fields["texts"] = record.texts
         access_log.info("request", extra=fields)
 
 

@@ -17,8 +17,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from sentiment_mlops.model import Scorer, make_scorer
-from sentiment_mlops.registry import LoadedModel
+from sentiment_mlops.model import LoadedModel, Scorer, make_scorer
 from sentiment_mlops.serving.metrics import Metrics
 
 log = logging.getLogger("sentiment_mlops.serving.models")
@@ -41,6 +40,10 @@ class ModelSource(Protocol):
 
 class ModelRejected(RuntimeError):
     """A loaded model does not behave like a probabilistic classifier."""
+
+
+class NoModelLoaded(RuntimeError):
+    """No verified model is loaded for the alias that should answer; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,10 @@ def _warm_up(scorer: Scorer) -> None:
     """Score a few texts so the first request pays no first-call costs, and sanity-check."""
     proba = scorer.predict_proba(list(WARMUP_TEXTS))
     expected = (len(WARMUP_TEXTS), len(scorer.classes))
-    if proba.shape != expected or not np.all(np.isfinite(proba)):
+    if proba.shape != expected:
         raise ModelRejected(f"scorer returned shape {proba.shape}, expected {expected}")
+    if not np.all(np.isfinite(proba)):
+        raise ModelRejected("scorer returned probabilities that are not finite (NaN or inf)")
     if not np.allclose(proba.sum(axis=1), 1.0, atol=1e-6):
         raise ModelRejected("scorer probabilities do not sum to 1")
 
@@ -89,6 +94,18 @@ class ModelPool:
 
     def get(self, alias: str) -> ServingModel | None:
         return self._models.get(alias)
+
+    def answering(self) -> ServingModel:
+        """The model that answers a prediction request: the one place that decides it.
+
+        Today that is the first alias the pool serves (`SENTIMENT_MODEL_ALIAS`); routing between
+        variants replaces this decision, and nothing else, when it arrives.
+        """
+        alias = self.aliases[0]
+        model = self._models.get(alias)
+        if model is None:
+            raise NoModelLoaded(f"no verified '{alias}' model is loaded yet")
+        return model
 
     def snapshot(self) -> dict[str, ServingModel]:
         return dict(self._models)

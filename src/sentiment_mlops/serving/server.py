@@ -11,7 +11,7 @@ import uvicorn
 from sentiment_mlops.config import Settings
 from sentiment_mlops.serving.metrics import MULTIPROC_ENV
 
-APP_PATH = "sentiment_mlops.serving.app:app"
+APP_FACTORY = "sentiment_mlops.serving.app:create_app"
 EXAMPLE_TEXT = "The crew was friendly and the flight was great"
 
 
@@ -56,7 +56,8 @@ def usage_hint(settings: Settings) -> str:
 def run_server(settings: Settings) -> None:
     """Blocks until the server stops; uvicorn finishes in-flight requests on SIGTERM."""
     uvicorn.run(
-        APP_PATH,
+        APP_FACTORY,
+        factory=True,
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
