@@ -34,17 +34,13 @@ import platform
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import TracebackType
 
 import httpx
 from pydantic import SecretStr
@@ -53,17 +49,15 @@ from rich.table import Table
 
 from sentiment_mlops.config import Settings, TrainConfig
 from sentiment_mlops.registry import Registry
+from sentiment_mlops.serving.launcher import ServerFailed, ServerProcess, server_env
 from sentiment_mlops.serving.tokens import Authenticator
 from sentiment_mlops.train import DataSpec, fit, load_split, register
 
 ROOT = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"
 TWEET = (
     "@united 3 hours on the tarmac at ORD, no updates, no water, and now I missed my "
     "connection to SFO. Worst airline ever \U0001f621 #neveragain http://t.co/x7Qa2LmZ"
 )
-# A developer's own settings must not reach the server or point training at their store.
-INHERITED = ("SENTIMENT_", "MLFLOW_TRACKING_URI", "PROMETHEUS_MULTIPROC_DIR")
 UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 WRK_TIMEOUT_S = 10
 
@@ -168,79 +162,10 @@ def run_wrk(url: str, concurrency: int, seconds: int, script: Path | None) -> Wr
     return parse_wrk(done.stdout)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    """`sentiment serve` in a subprocess on loopback; stdout and stderr go to `log_path`."""
-
-    def __init__(self, env: dict[str, str], workers: int, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://{HOST}:{self.port}"
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        command = [sys.executable, "-m", "sentiment_mlops.cli", "serve", "--host", HOST]
-        self.proc = subprocess.Popen(
-            [*command, "--port", str(self.port), "--workers", str(workers)],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def log_size(self) -> int:
-        return self.log_path.stat().st_size
-
-    def wait_ready(self, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchmarkError(f"server exited:\n{self._tail()}")
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise BenchmarkError(f"server not ready after {timeout_s:.0f} s:\n{self._tail()}")
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGTERM (uvicorn drains and stops its workers); SIGKILL if it does not exit."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-    def _tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-
-def server_env(var: Path, secret: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(INHERITED)}
-    env.update(
-        {
-            "SENTIMENT_VAR_DIR": str(var),
-            "SENTIMENT_JWT_SECRET": secret,
-            "SENTIMENT_SHUTDOWN_GRACE_SECONDS": "0.5",
-            "OMP_NUM_THREADS": "1",
-            "OPENBLAS_NUM_THREADS": "1",
-            "MLFLOW_DISABLE_TELEMETRY": "true",
-        }
-    )
+def server_environment(var: Path, secret: str) -> dict[str, str]:
+    """What the server gets: the launcher's clean environment plus one BLAS thread."""
+    env = server_env(var, jwt_secret=secret, shutdown_grace_seconds=0.5)
+    env.update({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
     return env
 
 
@@ -293,9 +218,12 @@ def run_phase(
     scripts: dict[str, Path | None] = {"/health": None, "/predict": script}
     cells = []
     log_path = tmp / f"server-{phase.workers}w.log"
-    with Server(env, phase.workers, log_path) as server:
+    with ServerProcess(env, log_path, phase.workers) as server:
         with console.status(f"starting the server with {phase.workers} worker(s)"):
-            server.wait_ready()
+            try:
+                server.wait_ready()
+            except ServerFailed as exc:
+                raise BenchmarkError(str(exc)) from exc
         check_endpoints(server.url, body, token)
         for endpoint, concurrencies in phase.endpoints.items():
             url = f"{server.url}{endpoint}"
@@ -304,10 +232,10 @@ def run_phase(
                     run_wrk(url, max(concurrencies), args.warmup, scripts[endpoint])
             for concurrency in concurrencies:
                 label = f"{endpoint} workers={phase.workers} c={concurrency}"
-                before = server.log_size()
+                before = log_path.stat().st_size
                 with console.status(f"{label}: {args.duration} s"):
                     result = run_wrk(url, concurrency, args.duration, scripts[endpoint])
-                logged = server.log_size() - before
+                logged = log_path.stat().st_size - before
                 per_request = logged / result.requests if result.requests else 0.0
                 cells.append(Cell(endpoint, phase.workers, concurrency, result, per_request))
                 console.print(
@@ -403,7 +331,7 @@ def main() -> int:
         tmp = Path(name)
         var = tmp / "var"
         secret = secrets.token_urlsafe(36)  # 48 characters
-        env = server_env(var, secret)
+        env = server_environment(var, secret)
         with isolated_environment(env):
             version = train_into(var, console)
             settings = Settings(var_dir=var, jwt_secret=SecretStr(secret))

@@ -7,6 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sklearn.pipeline import Pipeline
+
+from sentiment_mlops.config import TrainConfig
+from sentiment_mlops.train import DataSpec, fit, load_split
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -36,3 +40,11 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.startswith("SENTIMENT_") or name == "MLFLOW_TRACKING_URI":
             monkeypatch.delenv(name)
     yield
+
+
+@pytest.fixture(scope="session")
+def default_model() -> Pipeline:
+    """The model `sentiment train` builds with no arguments (built-in data, default config),
+    fitted once per session: model tests check its behaviour, API tests serve it."""
+    config = TrainConfig()
+    return fit(load_split(DataSpec(), config), config).pipeline

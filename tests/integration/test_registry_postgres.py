@@ -1,7 +1,8 @@
 """The registry on a real PostgreSQL server, in a database made for this test and dropped after.
 
-Runs when SENTIMENT_TEST_POSTGRES_URL points at a server (`.ci/run` sets it), e.g.
-postgresql+psycopg2://postgres@127.0.0.1:5432/postgres
+Uses SENTIMENT_TEST_POSTGRES_URL when set (`.ci/run` sets it), else the local server at
+postgresql+psycopg2://postgres@127.0.0.1:5432/postgres if one answers there, so a plain
+`make test` on a machine with PostgreSQL runs it too.
 """
 
 from __future__ import annotations
@@ -19,10 +20,29 @@ from sentiment_mlops.config import Settings, TrainConfig
 from sentiment_mlops.model import build_pipeline
 from sentiment_mlops.registry import Registry
 
-SERVER = os.environ.get("SENTIMENT_TEST_POSTGRES_URL")
+LOCAL_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+
+
+def _server() -> str | None:
+    configured = os.environ.get("SENTIMENT_TEST_POSTGRES_URL")
+    if configured:
+        return configured
+    url = make_url(LOCAL_SERVER)
+    try:
+        psycopg2.connect(
+            host=url.host, port=url.port, user=url.username, dbname=url.database, connect_timeout=2
+        ).close()
+    except psycopg2.OperationalError:
+        return None
+    return LOCAL_SERVER
+
+
+SERVER = _server()
 pytestmark = [
     pytest.mark.postgres,
-    pytest.mark.skipif(not SERVER, reason="SENTIMENT_TEST_POSTGRES_URL is not set"),
+    pytest.mark.skipif(
+        not SERVER, reason=f"no PostgreSQL at {LOCAL_SERVER} and SENTIMENT_TEST_POSTGRES_URL unset"
+    ),
 ]
 
 

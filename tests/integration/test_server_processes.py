@@ -14,10 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sentiment_mlops.config import Settings
-from sentiment_mlops.serving.tokens import Authenticator
-
-from .server import SECRET, Server, train_into
+from ..apps import mint
+from .server import start_server, train_into
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +23,6 @@ def var(tmp_path_factory: pytest.TempPathFactory) -> Path:
     var = tmp_path_factory.mktemp("procs") / "var"
     train_into(var)
     return var
-
-
-def token(*scopes: str) -> str:
-    return Authenticator.from_settings(Settings(jwt_secret=SECRET)).mint("t", scopes)  # type: ignore[arg-type]
 
 
 def metric_sum(text: str, name: str, **labels: str) -> float:
@@ -42,8 +36,8 @@ def metric_sum(text: str, name: str, **labels: str) -> float:
 
 
 def test_two_workers_count_every_request_once(var: Path, tmp_path: Path) -> None:
-    srv = Server(var, tmp_path / "workers.log", workers=2)
-    headers = {"Authorization": f"Bearer {token('predict')}"}
+    srv = start_server(var, tmp_path / "workers.log", workers=2)
+    headers = {"Authorization": f"Bearer {mint('predict')}"}
 
     def send(i: int) -> bool:
         """A new connection each time, so the kernel can hand it to either worker."""
@@ -72,12 +66,12 @@ def test_two_workers_count_every_request_once(var: Path, tmp_path: Path) -> None
 
 
 def test_sigterm_drains_then_finishes_requests_in_flight(var: Path, tmp_path: Path) -> None:
-    srv = Server(var, tmp_path / "drain.log", shutdown_grace_seconds=3)
+    srv = start_server(var, tmp_path / "drain.log", shutdown_grace_seconds=3)
     srv.wait_ready()
     body = b'{"text": "the crew was lovely and the seats were comfy"}'
     head = (
         f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {token('predict')}\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Authorization: Bearer {mint('predict')}\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
     in_flight = socket.create_connection(("127.0.0.1", srv.port))
     in_flight.sendall(head + body[:10])
@@ -90,7 +84,7 @@ def test_sigterm_drains_then_finishes_requests_in_flight(var: Path, tmp_path: Pa
     still_serving = httpx.post(
         f"{srv.url}/predict",
         json={"text": "fine"},
-        headers={"Authorization": f"Bearer {token('predict')}"},
+        headers={"Authorization": f"Bearer {mint('predict')}"},
     )
     assert still_serving.status_code == 200
     time.sleep(3.0)  # past the grace period: uvicorn is now shutting down
@@ -108,10 +102,10 @@ def test_sigterm_drains_then_finishes_requests_in_flight(var: Path, tmp_path: Pa
 
 
 def test_schemathesis_finds_no_server_error(var: Path, tmp_path: Path) -> None:
-    srv = Server(var, tmp_path / "fuzz.log")
+    srv = start_server(var, tmp_path / "fuzz.log")
     try:
         srv.wait_ready()
-        everything = token("predict", "feedback", "admin")
+        everything = mint("predict", "feedback", "admin")
         result = subprocess.run(
             [
                 str(Path(sys.executable).parent / "st"),

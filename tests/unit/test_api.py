@@ -1,4 +1,5 @@
-"""The real server over HTTP: predictions, bad input, auth, metrics and logs."""
+"""The HTTP API in process (`create_app` + TestClient): the contract, bad input, auth,
+metrics and the access log, against the default model served from a fake registry."""
 
 from __future__ import annotations
 
@@ -7,57 +8,55 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
+import numpy as np
 import pytest
+from fastapi.testclient import TestClient
+from sklearn.pipeline import Pipeline
 
-from sentiment_mlops.config import Settings
+from sentiment_mlops.serving.app import create_app
 from sentiment_mlops.serving.clients import add_client
-from sentiment_mlops.serving.tokens import Authenticator
 
-from .server import SECRET, Server, train_into
+from ..apps import SECRET, api_settings, bearer, captured_logs, mint
+from ..fakes import FakeSource
 
 LIMITS = {"max_text_chars": 300, "max_batch_size": 8, "max_body_bytes": 20_000}
 
 
 @pytest.fixture(scope="module")
 def var(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    var = tmp_path_factory.mktemp("api") / "var"
-    train_into(var)
-    return var
+    return tmp_path_factory.mktemp("api") / "var"
 
 
 @pytest.fixture(scope="module")
 def client_secret(var: Path) -> str:
-    return add_client(Settings(var_dir=var).clients_file(), "batch-job", ["predict", "feedback"])
+    return add_client(api_settings(var).clients_file(), "batch-job", ["predict", "feedback"])
 
 
 @pytest.fixture(scope="module")
-def server(
-    var: Path, client_secret: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    srv = Server(var, tmp_path_factory.mktemp("logs") / "server.log", **LIMITS)
-    try:
-        srv.wait_ready()
-        yield srv
-    finally:
-        srv.stop()
-
-
-def mint(*scopes: str, ttl: int | None = None, **settings: object) -> str:
-    auth = Authenticator.from_settings(Settings(jwt_secret=SECRET, **settings))  # type: ignore[arg-type]
-    return auth.mint("tester", scopes, ttl)
-
-
-@pytest.fixture(scope="module")
-def http(server: Server) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {mint('predict')}"}
-    with httpx.Client(base_url=server.url, headers=headers, timeout=10) as client:
+def api(var: Path, default_model: Pipeline, client_secret: str) -> Iterator[TestClient]:
+    app = create_app(api_settings(var, **LIMITS), FakeSource({1: default_model}, {"champion": 1}))
+    with TestClient(app, headers=bearer("predict")) as client:
         yield client
 
 
-def test_predict_returns_the_contract(http: httpx.Client) -> None:
+@pytest.fixture(scope="module")
+def http(api: TestClient) -> TestClient:
+    """The same client: it sends a predict-scoped token unless a test says otherwise."""
+    return api
+
+
+def anonymous(client: TestClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """A request without the client's default Authorization header."""
+    request = client.build_request(method, url, **kwargs)
+    del request.headers["authorization"]
+    return client.send(request)
+
+
+def test_predict_returns_the_contract(http: TestClient) -> None:
     response = http.post("/predict", json={"text": "Thanks for the great service", "user_id": "u1"})
     assert response.status_code == 200, response.text
     body = response.json()
@@ -72,16 +71,42 @@ def test_predict_returns_the_contract(http: httpx.Client) -> None:
     assert other["prediction_id"] != body["prediction_id"]
 
 
-def test_batch_matches_single_predictions_in_order(http: httpx.Client) -> None:
-    texts = ["I love this", "My flight was cancelled again", "ok then"]
-    batch = http.post("/predict/batch", json={"texts": texts})
+TEXTS = [
+    "I love this",
+    "My flight was cancelled again",
+    "ok then",
+    "the crew lost my bag but the refund came quickly",
+    "<b>great</b> service!!! 10/10",
+]
+
+
+def test_single_and_batch_predictions_are_sklearn_s(
+    http: TestClient, default_model: Pipeline
+) -> None:
+    """The oracle is sklearn's own `predict_proba`, not the server compared with itself."""
+    expected = default_model.predict_proba(TEXTS)
+    classes = [str(c) for c in default_model.classes_]
+    batch = http.post("/predict/batch", json={"texts": TEXTS})
     assert batch.status_code == 200, batch.text
     results = batch.json()["predictions"]
-    assert len(results) == 3
-    for text, result in zip(texts, results, strict=True):
-        single = http.post("/predict", json={"text": text}).json()
-        assert result["label"] == single["label"]
-        assert result["probabilities"] == pytest.approx(single["probabilities"], abs=1e-12)
+    singles = [http.post("/predict", json={"text": text}).json() for text in TEXTS]
+    for row, result, single in zip(expected, results, singles, strict=True):
+        for answer in (result, single):
+            assert answer["label"] == classes[int(np.argmax(row))]
+            got = [answer["probabilities"][c] for c in classes]
+            np.testing.assert_allclose(got, row, rtol=0, atol=1e-12)
+
+
+def test_large_batch_is_scored_off_the_event_loop_with_the_same_numbers(
+    var: Path, default_model: Pipeline
+) -> None:
+    texts = [f"{text} #{i}" for i in range(40) for text in TEXTS[:1]]
+    app = create_app(api_settings(var), FakeSource({1: default_model}, {"champion": 1}))
+    with TestClient(app, headers=bearer("predict")) as client:
+        response = client.post("/predict/batch", json={"texts": texts})
+    assert response.status_code == 200
+    got = [p["probabilities"]["positive"] for p in response.json()["predictions"]]
+    np.testing.assert_allclose(got, default_model.predict_proba(texts)[:, 1], rtol=0, atol=1e-12)
 
 
 BAD_BODIES = [
@@ -98,7 +123,7 @@ BAD_BODIES = [
 
 @pytest.mark.parametrize(("body", "status", "message"), BAD_BODIES)
 def test_bad_predict_bodies_get_a_4xx_with_a_message(
-    http: httpx.Client, body: object, status: int, message: str
+    http: TestClient, body: object, status: int, message: str
 ) -> None:
     response = http.post("/predict", json=body)
     assert response.status_code == status
@@ -118,14 +143,14 @@ def test_bad_predict_bodies_get_a_4xx_with_a_message(
     ],
 )
 def test_malformed_requests_are_4xx_never_5xx(
-    http: httpx.Client, content: bytes, content_type: str, status: int
+    http: TestClient, content: bytes, content_type: str, status: int
 ) -> None:
     response = http.post("/predict", content=content, headers={"Content-Type": content_type})
     assert response.status_code == status, response.text
     assert response.json()["detail"]
 
 
-def test_batch_limits(http: httpx.Client) -> None:
+def test_batch_limits(http: TestClient) -> None:
     too_many = http.post("/predict/batch", json={"texts": ["good"] * 9})
     assert too_many.status_code == 422 and "limit is 8" in too_many.text
     assert http.post("/predict/batch", json={"texts": []}).status_code == 422
@@ -133,7 +158,7 @@ def test_batch_limits(http: httpx.Client) -> None:
     assert one_empty.status_code == 422 and "texts[1]" in one_empty.text
 
 
-def test_body_size_is_limited_before_parsing(http: httpx.Client) -> None:
+def test_body_size_is_limited_before_parsing(http: TestClient) -> None:
     big = json.dumps({"text": "a" * 30_000}).encode()
     declared = http.post("/predict", content=big, headers={"Content-Type": "application/json"})
     assert declared.status_code == 413
@@ -202,43 +227,48 @@ def _signed(secret: str = SECRET, **overrides: object) -> str:
     ],
 )
 def test_bad_tokens_are_refused(
-    server: Server, token: str | None, status: int, message: str
+    api: TestClient, token: str | None, status: int, message: str
 ) -> None:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    response = httpx.post(f"{server.url}/predict", json={"text": "hi there"}, headers=headers)
+    if token is None:
+        response = anonymous(api, "POST", "/predict", json={"text": "hi there"})
+    else:
+        headers = {"Authorization": f"Bearer {token}"}
+        response = api.post("/predict", json={"text": "hi there"}, headers=headers)
     assert response.status_code == status
     assert message in response.json()["detail"]
     assert response.headers["www-authenticate"].startswith("Bearer")
 
 
-def test_admin_route_needs_admin_scope(server: Server, http: httpx.Client) -> None:
+def test_admin_route_needs_admin_scope(http: TestClient) -> None:
     assert http.post("/admin/reload").status_code == 403
-    admin = {"Authorization": f"Bearer {mint('admin')}"}
-    response = httpx.post(f"{server.url}/admin/reload", headers=admin)
+    response = http.post("/admin/reload", headers=bearer("admin"))
     assert response.status_code == 200
     assert response.json()["results"] == [
         {"alias": "champion", "version": 1, "result": "unchanged", "error": None}
     ]
 
 
-def test_open_endpoints(server: Server) -> None:
-    assert httpx.get(f"{server.url}/health").json() == {"status": "ok", "detail": None}
-    assert httpx.get(f"{server.url}/ready").status_code == 200
-    assert httpx.get(f"{server.url}/metrics").status_code == 200
-    assert httpx.get(f"{server.url}/docs").status_code == 200
-    assert "/predict" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
+def test_open_endpoints(api: TestClient) -> None:
+    assert anonymous(api, "GET", "/health").json() == {"status": "ok", "detail": None}
+    ready = anonymous(api, "GET", "/ready").json()
+    assert ready == {"status": "ready", "detail": "champion version 1"}
+    assert anonymous(api, "GET", "/metrics").status_code == 200
+    assert "/predict" in anonymous(api, "GET", "/openapi.json").json()["paths"]
 
 
-def test_models_lists_the_loaded_version(http: httpx.Client) -> None:
+def test_models_lists_the_loaded_version(http: TestClient) -> None:
     (model,) = http.get("/models").json()["models"]
     assert model["alias"] == "champion" and model["version"] == 1
     assert model["scorer"] == "compiled"
-    assert len(model["sha256"]) == 64
+    assert model["classes"] == ["negative", "positive"]
+    assert len(model["sha256"]) == 64 and model["run_id"] == "run-1"
 
 
-def test_client_credentials_grant(server: Server, client_secret: str) -> None:
-    response = httpx.post(
-        f"{server.url}/token",
+def test_client_credentials_grant(api: TestClient, client_secret: str) -> None:
+    response = anonymous(
+        api,
+        "POST",
+        "/token",
         data={
             "grant_type": "client_credentials",
             "client_id": "batch-job",
@@ -249,26 +279,20 @@ def test_client_credentials_grant(server: Server, client_secret: str) -> None:
     assert response.status_code == 200, response.text
     token = response.json()["access_token"]
     assert response.json()["scope"] == "predict"
-    ok = httpx.post(
-        f"{server.url}/predict",
-        json={"text": "great"},
-        headers={"Authorization": f"Bearer {token}"},
-    )
+    ok = api.post("/predict", json={"text": "great"}, headers={"Authorization": f"Bearer {token}"})
     assert ok.status_code == 200
-    wrong = httpx.post(
-        f"{server.url}/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": "batch-job",
-            "client_secret": "nope",
-        },
+    wrong = anonymous(
+        api,
+        "POST",
+        "/token",
+        data={"grant_type": "client_credentials", "client_id": "batch-job", "client_secret": "no"},
     )
     assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
 
 
-def test_metrics_are_labelled_by_version_and_variant(server: Server, http: httpx.Client) -> None:
+def test_metrics_are_labelled_by_version_and_variant(http: TestClient) -> None:
     http.post("/predict", json={"text": "what a wonderful day"})
-    text = httpx.get(f"{server.url}/metrics").text
+    text = http.get("/metrics").text
     assert 'model_predictions_total{label="positive",model_version="1",variant="champion"}' in text
     assert 'http_requests_total{method="POST",route="/predict",status="200"}' in text
     assert 'model_inference_duration_seconds_count{model_version="1",variant="champion"}' in text
@@ -278,27 +302,46 @@ def test_metrics_are_labelled_by_version_and_variant(server: Server, http: httpx
     assert 'model_reloads_total{result="success",variant="champion"} 1.0' in text
 
 
-def test_one_json_log_line_per_request_without_the_text(server: Server, http: httpx.Client) -> None:
+def test_one_json_log_line_per_request_without_the_text(http: TestClient) -> None:
     secret_text = "my very private complaint about seat 12C"
-    response = http.post("/predict", json={"text": secret_text}, headers={"X-Request-ID": "req-42"})
+    with captured_logs() as lines:
+        response = http.post(
+            "/predict", json={"text": secret_text}, headers={"X-Request-ID": "req-42"}
+        )
     assert response.headers["x-request-id"] == "req-42"
-    time.sleep(0.3)
-    assert secret_text not in server.log_path.read_text()
-    (line,) = [r for r in server.log_records() if r.get("request_id") == "req-42"]
-    assert line["route"] == "/predict" and line["status"] == 200
+    assert secret_text not in json.dumps(lines)
+    (line,) = [r for r in lines if r.get("request_id") == "req-42"]
+    assert line["msg"] == "request" and line["route"] == "/predict" and line["status"] == 200
     assert line["model_version"] == 1 and line["variant"] == "champion"
     assert line["latency_ms"] > 0
+    assert "texts" not in line
 
 
-def test_auth_disabled_needs_no_token_and_warns(var: Path, tmp_path: Path) -> None:
-    srv = Server(var, tmp_path / "open.log", auth_disabled="true", log_texts="true")
-    try:
-        srv.wait_ready()
-        response = httpx.post(f"{srv.url}/predict", json={"text": "great crew"})
-        assert response.status_code == 200
-    finally:
-        srv.stop()
-    warnings = [r for r in srv.log_records() if r.get("level") == "warning"]
-    assert any("DISABLED" in r["msg"] for r in warnings)
-    logged = [r for r in srv.log_records() if r.get("route") == "/predict"]
-    assert logged[0]["texts"] == ["great crew"], "texts are logged when the operator opts in"
+def test_auth_disabled_needs_no_token_and_logs_texts_when_asked(
+    var: Path, default_model: Pipeline
+) -> None:
+    settings = api_settings(var, auth_disabled=True, log_texts=True)
+    app = create_app(settings, FakeSource({1: default_model}, {"champion": 1}))
+    with captured_logs() as lines, TestClient(app) as client:
+        response = client.post("/predict/batch", json={"texts": ["great crew", "awful seat"]})
+    assert response.status_code == 200
+    assert any(r["level"] == "warning" and "DISABLED" in r["msg"] for r in lines)
+    (logged,) = [r for r in lines if r.get("route") == "/predict/batch"]
+    assert logged["texts"] == ["great crew", "awful seat"], "logged when the operator opts in"
+
+
+def test_no_model_yet_means_503_and_not_ready(var: Path, default_model: Pipeline) -> None:
+    app = create_app(api_settings(var), FakeSource({1: default_model}, {}))
+    with TestClient(app, headers=bearer("predict")) as client:
+        ready = client.get("/ready")
+        predict = client.post("/predict", json={"text": "great"})
+    assert ready.status_code == 503 and "no verified 'champion' model" in ready.json()["detail"]
+    assert predict.status_code == 503 and "no verified 'champion' model" in predict.json()["detail"]
+
+
+def test_tokens_minted_by_the_cli_helper_are_accepted(http: TestClient) -> None:
+    token = mint("predict", ttl=60, subject="someone")
+    response = http.post(
+        "/predict", json={"text": "fine"}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 200

@@ -1,0 +1,66 @@
+"""Building the real app in process for tests: settings, tokens, and captured log records."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from sentiment_mlops.config import Settings
+from sentiment_mlops.serving.logs import JsonFormatter
+from sentiment_mlops.serving.tokens import Authenticator
+
+SECRET = "integration-tests-secret-0123456789abcdef"
+
+
+def api_settings(var: Path, **overrides: Any) -> Settings:
+    """Settings for a test app: its own var dir, a fixed signing secret, no background poll."""
+    values: dict[str, Any] = {
+        "var_dir": var,
+        "jwt_secret": SecretStr(SECRET),
+        "auth_disabled": False,
+        "log_texts": False,
+        "reload_interval_seconds": 3600,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+def mint(*scopes: str, ttl: int | None = None, subject: str = "tester") -> str:
+    """A token signed with the test secret, as the server would issue it."""
+    auth = Authenticator.from_settings(Settings(jwt_secret=SecretStr(SECRET)))
+    return auth.mint(subject, scopes, ttl)
+
+
+def bearer(*scopes: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint(*scopes)}"}
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(JsonFormatter())
+        self.lines: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+@contextmanager
+def captured_logs(name: str = "sentiment_mlops.serving") -> Iterator[list[dict[str, Any]]]:
+    """The JSON log lines `name` (and its children) write while the block runs, as dicts.
+
+    Attached below the package logger, whose handlers the app replaces when it starts.
+    """
+    handler = _Records()
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)

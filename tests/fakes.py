@@ -1,0 +1,81 @@
+"""Stand-ins for the registry where the registry is not what a test is about.
+
+`FakeSource` is a `ModelSource` over in-memory pipelines: aliases point at versions, and
+every failure the model pool must survive (registry unreachable, download error) can be
+switched on. `Misbehaving` is a "pipeline" whose probabilities are wrong in a chosen way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from sentiment_mlops.model import LoadedModel
+
+
+class FakeSource:
+    """Versions and aliases held in memory, with switchable failures."""
+
+    def __init__(self, versions: Mapping[int, Any], aliases: Mapping[str, int]) -> None:
+        self.versions = dict(versions)
+        self.aliases = dict(aliases)
+        self.resolve_error: Exception | None = None
+        self.load_errors: dict[int, Exception] = {}
+        self.loads: list[int] = []
+        self.before_load: Callable[[int], None] | None = None
+        self._lock = threading.Lock()
+
+    def resolve(self, alias: str) -> int | None:
+        if self.resolve_error is not None:
+            raise self.resolve_error
+        return self.aliases.get(alias)
+
+    def load(self, ref: str | int) -> LoadedModel:
+        version = int(ref) if isinstance(ref, int) or ref.isdigit() else self.aliases[ref]
+        with self._lock:
+            self.loads.append(version)
+        if self.before_load is not None:
+            self.before_load(version)
+        if version in self.load_errors:
+            raise self.load_errors[version]
+        digest = hashlib.sha256(f"version {version}".encode()).hexdigest()
+        return LoadedModel(self.versions[version], version, digest, f"run-{version}")
+
+
+class Misbehaving:
+    """Looks like a fitted classifier to the pool, but returns the probabilities it is given.
+
+    `proba(n_texts)` makes the answer, so a test can return NaN, rows that do not sum to 1,
+    or the wrong shape.
+    """
+
+    def __init__(self, proba: Callable[[int], np.ndarray], classes: tuple[str, ...]) -> None:
+        self.classes_ = np.array(classes)
+        self._proba = proba
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return self._proba(len(texts))
+
+
+class Gated:
+    """Wraps a fitted pipeline; scoring any text that contains `HOLD` waits for `release`.
+
+    Lets a test keep requests in flight on one model version while another is swapped in.
+    """
+
+    def __init__(self, pipeline: Any) -> None:
+        self.classes_ = pipeline.classes_
+        self._pipeline = pipeline
+        self.release = threading.Event()
+        self.arrived = threading.Semaphore(0)
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        if any("HOLD" in text for text in texts):
+            self.arrived.release()
+            if not self.release.wait(timeout=60):
+                raise TimeoutError("the test never released the held request")
+        return np.asarray(self._pipeline.predict_proba(texts))
