@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_000_000, gt=0)
     log_texts: bool = False
     shutdown_grace_seconds: float = Field(default=5.0, ge=0)
+    # uvicorn's parent kills a worker that does not answer its ping in time, and a freshly
+    # spawned worker cannot answer until its imports are done: under CPU load that took over
+    # uvicorn's default 5 s, and workers were killed and respawned in a loop for minutes.
+    worker_healthcheck_seconds: int = Field(default=60, ge=1)
 
     # Auth: JWT bearer tokens; on unless explicitly disabled for local work
     auth_disabled: bool = False

@@ -60,6 +60,9 @@ def test_two_workers_count_every_request_once(var: Path, tmp_path: Path) -> None
     finally:
         srv.stop()
     assert len(pids()) == 2, "both workers should have served requests"
+    parent = [r for r in srv.log_records() if r.get("logger") == "uvicorn.error"]
+    assert any("Started parent process" in r["msg"] for r in parent), "the parent logs as JSON"
+    assert not [r["msg"] for r in parent if "died" in r["msg"]], "no worker was killed"
     for text in (first, second):
         assert metric_sum(text, "http_requests_total", route="/predict", status="200") == sent
         assert metric_sum(text, "model_predictions_total", model_version="1") == sent

@@ -9,6 +9,7 @@ import shutil
 import uvicorn
 
 from sentiment_mlops.config import Settings
+from sentiment_mlops.serving.logs import configure_logging
 from sentiment_mlops.serving.metrics import MULTIPROC_ENV
 
 APP_FACTORY = "sentiment_mlops.serving.app:create_app"
@@ -54,7 +55,11 @@ def usage_hint(settings: Settings) -> str:
 
 
 def run_server(settings: Settings) -> None:
-    """Blocks until the server stops; uvicorn finishes in-flight requests on SIGTERM."""
+    """Blocks until the server stops; uvicorn finishes in-flight requests on SIGTERM.
+
+    The parent process logs as JSON too, so worker deaths and restarts are on record.
+    """
+    configure_logging()
     uvicorn.run(
         APP_FACTORY,
         factory=True,
@@ -64,4 +69,5 @@ def run_server(settings: Settings) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=30,
+        timeout_worker_healthcheck=settings.worker_healthcheck_seconds,
     )
