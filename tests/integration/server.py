@@ -22,5 +22,5 @@ def train_into(var: Path, config: TrainConfig | None = None, alias: str | None =
 
 def start_server(var: Path, log_path: Path, workers: int = 1, **settings: object) -> ServerProcess:
     """`sentiment serve` over `var`'s registry, signing with the test secret."""
-    env = server_env(var, jwt_secret=SECRET, shutdown_grace_seconds=0.5, **settings)
+    env = server_env(var, **{"jwt_secret": SECRET, "shutdown_grace_seconds": 0.5, **settings})
     return ServerProcess(env, log_path, workers)
