@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from sentiment_mlops import __version__
 from sentiment_mlops.config import Settings
 from sentiment_mlops.serving import auth, routes
+from sentiment_mlops.serving.docs import install_docs
 from sentiment_mlops.serving.logs import configure_logging
 from sentiment_mlops.serving.metrics import Metrics, mark_worker_dead
 from sentiment_mlops.serving.middleware import RequestContextMiddleware
@@ -101,12 +102,15 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
         description="Sentiment classification with versioned models. "
         "Get a token from POST /token (OAuth2 client credentials) and send it as a Bearer token.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.draining = False
     app.include_router(routes.router)
     app.include_router(auth.router)
+    install_docs(app)
     app.add_middleware(
         RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes
     )
