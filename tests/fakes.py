@@ -30,9 +30,8 @@ class FakeSource:
     champion, fitted on a dozen texts (enough to load, compile and warm up)."""
 
     def __init__(self) -> None:
-        pipeline = Pipeline(
-            [("tfidf", TfidfVectorizer()), ("clf", LogisticRegression())]
-        ).fit([t for t, _ in TEXTS], [label for _, label in TEXTS])
+        pipeline = Pipeline([("tfidf", TfidfVectorizer()), ("clf", LogisticRegression())])
+        pipeline.fit([text for text, _ in TEXTS], [label for _, label in TEXTS])
         self.model = LoadedModel(pipeline=pipeline, version=1, sha256="0" * 64, run_id="fake")
 
     def resolve(self, alias: str) -> int | None:

@@ -65,3 +65,9 @@ def test_docs_pages_are_not_operations_in_the_schema(http: TestClient) -> None:
     assert "/token" in paths
     assert not any(p.startswith(("/docs", "/redoc")) for p in paths)
 
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_pages_may_only_load_from_this_server(http: TestClient, page: str) -> None:
+    policy = http.get(page).headers["content-security-policy"]
+    assert "default-src 'self'" in policy
+    assert "http" not in policy
