@@ -3,13 +3,19 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The MLflow UI needs the full mlflow (Flask and the web app, ~850 MB): its own venv, kept out
+# of the serving install, at the version of the project's mlflow-skinny.
+UI_VENV  ?= .venv-ui
+UI_PORT  ?= 5000
+MLFLOW_VERSION := $(shell sed -n 's/^ *"mlflow-skinny==\([^"]*\)".*/\1/p' pyproject.toml)
+UI_STAMP := $(UI_VENV)/.installed-mlflow-$(MLFLOW_VERSION)
 
 # One BLAS thread per process: measured several times faster on small machines.
 export OMP_NUM_THREADS := 1
 export OPENBLAS_NUM_THREADS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install run train test lint bench bench-serving clean
+.PHONY: install run train test lint bench bench-serving ui test-ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +24,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+$(UI_STAMP):
+	$(PYTHON) -m venv $(UI_VENV)
+	$(UI_VENV)/bin/pip install --quiet --upgrade pip
+	$(UI_VENV)/bin/pip install --quiet 'mlflow==$(MLFLOW_VERSION)' 'psycopg2-binary>=2.9'
+	touch $(UI_STAMP)
 
 ## run: train on the built-in dataset unless a champion exists, then serve on port 8000
 run: install
@@ -42,6 +54,15 @@ bench: install
 bench-serving: install
 	command -v wrk || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python benchmarks/serving.py
+
+## ui: the MLflow UI over the project's store (runs, plots, models) on 127.0.0.1:$(UI_PORT)
+ui: install $(UI_STAMP)
+	$(BIN)/python -m sentiment_mlops.ui --mlflow $(UI_VENV)/bin/mlflow --port $(UI_PORT)
+
+## test-ui: train into a temporary store and check in Chromium that the MLflow UI shows it
+test-ui: install $(UI_STAMP)
+	command -v chromium || (apt-get update && apt-get install -y chromium)
+	SENTIMENT_TEST_MLFLOW=$(UI_VENV)/bin/mlflow $(BIN)/pytest -m ui
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -24,6 +24,7 @@ from sentiment_mlops.config import Settings
 from sentiment_mlops.serving import auth, routes
 from sentiment_mlops.serving.clients import ClientStore
 from sentiment_mlops.serving.deps import Services
+from sentiment_mlops.serving.docs import install_docs
 from sentiment_mlops.serving.logs import configure_logging
 from sentiment_mlops.serving.metrics import Metrics, mark_worker_dead
 from sentiment_mlops.serving.middleware import RequestContextMiddleware
@@ -116,9 +117,12 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
         description="Sentiment classification with versioned models. "
         "Get a token from POST /token (OAuth2 client credentials) and send it as a Bearer token.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.include_router(routes.router)
     app.include_router(auth.router)
+    install_docs(app)
     app.add_middleware(
         RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes
     )

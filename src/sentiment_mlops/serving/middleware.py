@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 
 from fastapi import HTTPException
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sentiment_mlops.serving.logs import request_id
@@ -67,6 +68,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        arrived = dict(scope)  # routing rewrites root_path for mounts; keep it as it came
         rid = _incoming_request_id(scope) or uuid.uuid4().hex
         token = request_id.set(rid)
         record = AccessRecord.attach(scope)
@@ -102,12 +104,13 @@ class RequestContextMiddleware:
             if not response_started:
                 await _send_error(send_with_id, 413, exc.detail)
         finally:
-            self._record(scope, record, status, time.perf_counter() - started)
+            self._record(scope, arrived, record, status, time.perf_counter() - started)
             request_id.reset(token)
 
-    def _record(self, scope: Scope, record: AccessRecord, status: int, seconds: float) -> None:
-        route = scope.get("route")
-        template = getattr(route, "path", None) or "unmatched"
+    def _record(
+        self, scope: Scope, arrived: Scope, record: AccessRecord, status: int, seconds: float
+    ) -> None:
+        template = route_template(scope, arrived)
         method = scope["method"]
         self.metrics.requests.labels(method, template, str(status)).inc()
         self.metrics.request_duration.labels(method, template).observe(seconds)
@@ -123,6 +126,31 @@ class RequestContextMiddleware:
         if record.texts is not None:
             fields["texts"] = record.texts
         access_log.info("request", extra=fields)
+
+
+def route_template(scope: Scope, arrived: Scope) -> str:
+    """The path template of the route that took the request, or "unmatched".
+
+    FastAPI records its API routes in `scope["route"]` but not the plain routes and mounts it
+    also serves (the OpenAPI schema, the docs and their static files). Those are found again
+    the way the router found them, on the request as it `arrived`. A mount is one template,
+    `<prefix>/{path}`, whatever file was asked for, so the label values stay few.
+    """
+    route = scope.get("route") or _match(arrived)
+    return getattr(route, "path_format", None) or "unmatched"
+
+
+def _match(scope: Scope) -> BaseRoute | None:
+    """The route the app's router picks for `scope`: the first full match, else the first
+    partial one (a path served for other methods, answered with 405)."""
+    partial = None
+    for route in getattr(scope.get("app"), "routes", ()):
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return route
+        if match is Match.PARTIAL and partial is None:
+            partial = route
+    return partial
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
