@@ -14,10 +14,10 @@ from sklearn.pipeline import Pipeline
 
 from sentiment_mlops.config import Settings
 from sentiment_mlops.serving.app import create_app
+from sentiment_mlops.serving.launcher import free_port
 
 from ..browser import LOCAL_NAME, launch, refuse_offsite
 from ..fakes import FakeSource
-from .server import free_port
 
 SECRET = "docs-browser-secret-0123456789abcdef"
 OPERATIONS = {
