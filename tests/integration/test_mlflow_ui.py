@@ -19,10 +19,11 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 
 from sentiment_mlops.config import Settings
+from sentiment_mlops.serving.launcher import free_port, server_env
 from sentiment_mlops.ui import server_command
 
 from ..browser import launch, refuse_offsite
-from .server import base_env, free_port, train_into
+from .server import train_into
 
 pytestmark = pytest.mark.ui
 
@@ -45,7 +46,7 @@ def ui_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             server_command(Settings(var_dir=var), MLFLOW, port),
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=base_env(var) | {"MLFLOW_DISABLE_TELEMETRY": "true"},
+            env=server_env(var) | {"MLFLOW_DISABLE_TELEMETRY": "true"},
             start_new_session=True,  # its worker processes stop with it
         )
     url = f"http://127.0.0.1:{port}"
