@@ -54,7 +54,7 @@ from rich.table import Table
 from sentiment_mlops.config import Settings, TrainConfig
 from sentiment_mlops.registry import Registry
 from sentiment_mlops.serving.auth import Authenticator
-from sentiment_mlops.train import DataSpec, fit, load_split, register
+from sentiment_mlops.train import DataSpec, fit, load_split
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -320,8 +320,8 @@ def run_phase(
 def train_into(var: Path, console: Console) -> int:
     config, spec = TrainConfig(), DataSpec()
     with console.status("training and registering the default model"):
-        trained = fit(load_split(spec, config), config)
-        return int(register(trained, Registry(Settings(var_dir=var)), config, spec).version)
+        result = fit(load_split(spec, config), config, spec)
+        return Registry(Settings(var_dir=var)).register_training(result).version
 
 
 def results_table(cells: Sequence[Cell]) -> Table:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
@@ -38,6 +38,9 @@ from sklearn.pipeline import Pipeline
 
 from sentiment_mlops.checksums import file_sha256
 from sentiment_mlops.config import CHAMPION, Settings
+
+if TYPE_CHECKING:
+    from sentiment_mlops.train import TrainResult
 
 MODEL_FILE = "model.skops"
 SHA256_TAG = "sha256"
@@ -198,6 +201,21 @@ class Registry:
             self._undo(run_id, version)
             raise
         return self.version(int(version))
+
+    def register_training(self, result: TrainResult, alias: str | None = None) -> VersionInfo:
+        """Record a training result as a run (params, metrics, data fingerprints, the report,
+        its plots and the config) and register its model; all or nothing, as `register`."""
+        with tempfile.TemporaryDirectory() as tmp:
+            report_dir = Path(tmp) / "evaluation"
+            result.write_artifacts(report_dir)
+            return self.register(
+                result.pipeline,
+                params=result.params,
+                metrics=result.metrics,
+                tags=result.tags,
+                artifacts=report_dir,
+                alias=alias,
+            )
 
     def _undo(self, run_id: str, version: str | None) -> None:
         if version is not None:

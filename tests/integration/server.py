@@ -16,7 +16,7 @@ import httpx
 
 from sentiment_mlops.config import Settings, TrainConfig
 from sentiment_mlops.registry import Registry
-from sentiment_mlops.train import DataSpec, fit, load_split, register
+from sentiment_mlops.train import DataSpec, fit, load_split
 
 SECRET = "integration-tests-secret-0123456789abcdef"
 
@@ -29,10 +29,10 @@ def free_port() -> int:
 
 def train_into(var: Path, config: TrainConfig | None = None, alias: str | None = None) -> int:
     """Train the default model on the built-in data and register it in `var`'s store."""
-    config = config or TrainConfig()
+    config, spec = config or TrainConfig(), DataSpec()
     registry = Registry(Settings(var_dir=var))
-    trained = fit(load_split(DataSpec(), config), config)
-    return register(trained, registry, config, DataSpec(), alias).version
+    result = fit(load_split(spec, config), config, spec)
+    return registry.register_training(result, alias).version
 
 
 def base_env(var: Path, **settings: object) -> dict[str, str]:

@@ -10,5 +10,5 @@ from sentiment_mlops.train import DataSpec, fit, load_split
 @pytest.fixture(scope="session")
 def default_model() -> Pipeline:
     """The model `sentiment train` builds with no arguments: built-in data, default config."""
-    config = TrainConfig()
-    return fit(load_split(DataSpec(), config), config).pipeline
+    config, spec = TrainConfig(), DataSpec()
+    return fit(load_split(spec, config), config, spec).pipeline
