@@ -52,7 +52,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sentiment_mlops.config import Settings, TrainConfig
-from sentiment_mlops.registry import Registry
+from sentiment_mlops.runtime import configure_process
 from sentiment_mlops.serving.auth import Authenticator
 from sentiment_mlops.train import DataSpec, fit, load_split
 
@@ -236,9 +236,6 @@ def server_env(var: Path, secret: str) -> dict[str, str]:
             "SENTIMENT_VAR_DIR": str(var),
             "SENTIMENT_JWT_SECRET": secret,
             "SENTIMENT_SHUTDOWN_GRACE_SECONDS": "0.5",
-            "OMP_NUM_THREADS": "1",
-            "OPENBLAS_NUM_THREADS": "1",
-            "MLFLOW_DISABLE_TELEMETRY": "true",
         }
     )
     return env
@@ -318,6 +315,8 @@ def run_phase(
 
 
 def train_into(var: Path, console: Console) -> int:
+    from sentiment_mlops.registry import Registry  # imports mlflow: after configure_process()
+
     config, spec = TrainConfig(), DataSpec()
     with console.status("training and registering the default model"):
         result = fit(load_split(spec, config), config, spec)
@@ -387,6 +386,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> int:
+    configure_process()  # also what the server subprocesses inherit (server_env)
     args = parse_args()
     console = Console(width=None if sys.stdout.isatty() else 120)
     if shutil.which("wrk") is None:

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+from sentiment_mlops.runtime import configure_process
+
+# The test suite's entry point: pytest imports this before any test module, while neither
+# numpy nor mlflow is loaded yet, so their thread and telemetry settings still take effect.
+configure_process()
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,8 @@
 """The `sentiment` command: parses arguments, calls the stages, prints tables.
 
-Thin on purpose: every behaviour lives in a module that tests can call directly.
+Thin on purpose: every behaviour lives in a module that tests can call directly. Importing
+it loads neither numpy nor mlflow, so `configure_process` (run before every subcommand)
+sets their environment before they read it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sentiment_mlops.config import CHAMPION, ConfigError, Settings, load_train_config
-from sentiment_mlops.data import DataError
+from sentiment_mlops.runtime import configure_process
 
 if TYPE_CHECKING:
     from sentiment_mlops.config import TrainConfig
@@ -46,6 +48,7 @@ def _user_errors(*kinds: type[Exception]) -> Iterator[None]:
     registry commands (importing the registry costs a second, so other commands name theirs).
     """
     if not kinds:
+        from sentiment_mlops.data import DataError
         from sentiment_mlops.datasets import DatasetError
         from sentiment_mlops.registry import RegistryError
 
@@ -55,6 +58,12 @@ def _user_errors(*kinds: type[Exception]) -> Iterator[None]:
     except kinds as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from exc
+
+
+@app.callback()
+def _process() -> None:
+    """Runs before every subcommand: thread and telemetry settings (see runtime.py)."""
+    configure_process()
 
 
 def _registry() -> Registry:

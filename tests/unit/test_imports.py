@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import sentiment_mlops
+from sentiment_mlops.runtime import PROCESS_ENV
 
 SRC = str(Path(sentiment_mlops.__file__).resolve().parents[1])
 
@@ -54,3 +55,34 @@ def test_training_modules_do_not_import_mlflow() -> None:
     loaded = loaded_after(modules, {"mlflow", "sklearn"})
     assert loaded["sentiment_mlops.train"] == ["sklearn"]  # the probe does see imports
     assert {name: found for name, found in loaded.items() if "mlflow" in found} == {}
+
+
+def test_the_cli_loads_neither_numpy_nor_mlflow_before_its_callback() -> None:
+    """`configure_process` runs in the CLI's callback: after importing the CLI module, but
+    before numpy and mlflow load and read their environment."""
+    loaded = loaded_after(["sentiment_mlops.cli"], {"numpy", "mlflow", "typer"})
+    assert loaded == {"sentiment_mlops.cli": ["typer"]}
+
+
+def test_importing_the_registry_sets_no_thread_or_mlflow_variable() -> None:
+    """Only `configure_process` sets them (sklearn's import sets KMP_* variables of its own)."""
+    code = (
+        "import json, os, sentiment_mlops.registry; "
+        "print(json.dumps(sorted(n for n in os.environ if n.startswith(('MLFLOW_', 'OMP_', "
+        "'OPENBLAS_')))))"
+    )
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in PROCESS_ENV and not name.startswith("MLFLOW_")
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": SRC},
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
