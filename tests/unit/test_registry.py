@@ -134,6 +134,14 @@ def test_untrusted_types_are_refused_even_with_a_matching_hash(
         registry.load("champion")
 
 
+def test_a_pipeline_skops_would_refuse_to_load_is_not_registered(registry: Registry) -> None:
+    risky = Pipeline([("f", FunctionTransformer(func=os.getcwd)), ("m", fitted())])
+    with pytest.raises(RegistryError, match=r"outside skops' trusted set \(.*posix\.getcwd"):
+        register(registry, pipeline=risky)
+    assert registry.versions() == []
+    assert registry.client.get_experiment_by_name("sentiment") is None
+
+
 def test_failure_while_registering_leaves_no_version_and_no_live_run(
     registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
