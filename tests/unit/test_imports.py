@@ -45,14 +45,15 @@ def loaded_after(modules: list[str], watched: set[str]) -> dict[str, list[str]]:
 
 
 def test_training_modules_do_not_import_mlflow() -> None:
-    """Fitting, evaluating and the model tests work without MLflow (only registry uses it)."""
+    """Fitting, evaluating and the model tests need neither MLflow (only the registry uses
+    it) nor matplotlib (imported when plots are drawn)."""
     modules = [
         "sentiment_mlops.data",
         "sentiment_mlops.model",
         "sentiment_mlops.evaluate",
         "sentiment_mlops.train",
     ]
-    loaded = loaded_after(modules, {"mlflow", "sklearn"})
+    loaded = loaded_after(modules, {"mlflow", "matplotlib", "sklearn"})
     assert loaded["sentiment_mlops.train"] == ["sklearn"]  # the probe does see imports
     assert {name: found for name, found in loaded.items() if "mlflow" in found} == {}
 
