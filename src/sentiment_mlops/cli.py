@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sentiment_mlops.config import CHAMPION, ConfigError, Settings, load_train_config
-from sentiment_mlops.runtime import configure_process
+from sentiment_mlops.runtime import configure_process, skip_collection_at_exit
 
 if TYPE_CHECKING:
     from sentiment_mlops.config import TrainConfig
@@ -62,8 +62,9 @@ def _user_errors(*kinds: type[Exception]) -> Iterator[None]:
 
 @app.callback()
 def _process() -> None:
-    """Runs before every subcommand: thread and telemetry settings (see runtime.py)."""
+    """Runs before every subcommand: thread and telemetry settings, and a faster exit."""
     configure_process()
+    skip_collection_at_exit()
 
 
 def _registry() -> Registry:
