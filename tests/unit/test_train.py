@@ -3,6 +3,7 @@ plain result holding everything the registry records."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,56 @@ def test_builtin_corpus_defaults_to_positive_vs_negative() -> None:
     split = load_split(DataSpec(), TrainConfig())
     assert split.train.classes == ["negative", "positive"]
     assert len(split.train) + len(split.test) > 20_000
+
+
+def write_rows(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("text", "label"), *rows])
+    return path
+
+
+# Rows 3 and 6 repeat rows 1 and 2 exactly; rows 4 and 5 share a text but not a label.
+DUPLICATED = [
+    ("good film", "pos"),
+    ("bad film", "neg"),
+    ("good film", "pos"),
+    ("same words", "pos"),
+    ("same words", "neg"),
+    ("bad film", "neg"),
+    ("fine film", "pos"),
+    ("dull film", "neg"),
+]
+
+
+def test_training_data_loses_exact_duplicates_but_keeps_conflicting_labels(
+    tmp_path: Path,
+) -> None:
+    train = write_rows(tmp_path / "train.csv", DUPLICATED)
+    test = write_rows(tmp_path / "test.csv", [("nice film", "pos"), ("poor film", "neg")])
+    split = load_split(DataSpec(train, test), TrainConfig())
+    assert list(zip(split.train.texts, split.train.labels, strict=True)) == [
+        ("good film", "pos"),
+        ("bad film", "neg"),
+        ("same words", "pos"),
+        ("same words", "neg"),
+        ("fine film", "pos"),
+        ("dull film", "neg"),
+    ]
+    assert split.train.warnings == [
+        f"{train}: 1 texts occur with conflicting labels, e.g. rows 4, 5: 'same words'",
+        f"{train}: dropped 2 exact duplicate rows",
+    ]
+
+
+@pytest.mark.parametrize(("drop", "kept"), [(True, 6), (False, 24)])
+def test_split_data_is_deduplicated_only_when_configured(
+    tmp_path: Path, drop: bool, kept: int
+) -> None:
+    path = write_rows(tmp_path / "d.csv", DUPLICATED * 3)
+    split = load_split(DataSpec(path), TrainConfig(drop_duplicates=drop, test_size=0.25))
+    assert len(split.train) + len(split.test) == kept
+    dropped = [w for w in split.train.warnings if "exact duplicate" in w]
+    assert dropped == ([f"{path}: dropped 18 exact duplicate rows"] if drop else [])
 
 
 def test_test_data_without_data_is_rejected(tmp_path: Path) -> None:
