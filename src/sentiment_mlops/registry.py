@@ -400,6 +400,7 @@ def _save_model(pipeline: Pipeline, directory: Path) -> None:
         model_path=MODEL_FILE,
         conda_env=CONDA_FILE,
         python_env=PYTHON_ENV_FILE,
+        predict_fn="predict",
     )
     model.add_flavor(
         "sklearn",
