@@ -10,10 +10,6 @@ UI_PORT  ?= 5000
 MLFLOW_VERSION := $(shell sed -n 's/^ *"mlflow-skinny==\([^"]*\)".*/\1/p' pyproject.toml)
 UI_STAMP := $(UI_VENV)/.installed-mlflow-$(MLFLOW_VERSION)
 
-# One BLAS thread per process: measured several times faster on small machines.
-export OMP_NUM_THREADS := 1
-export OPENBLAS_NUM_THREADS := 1
-export MLFLOW_DISABLE_TELEMETRY := true
 
 .PHONY: install run train test lint bench bench-serving ui test-ui clean
 

@@ -44,7 +44,7 @@ def main() -> None:
     for name in args.only or DATASETS:
         spec = DATASETS[name]
         with console.status(f"{name}: loading and fitting"):
-            trained = fit(load_split(spec, config), config)
+            trained = fit(load_split(spec, config), config, spec)
         report = trained.report
         rows.append(
             {

@@ -53,7 +53,7 @@ def measure(
     """One row per batch size: both scorers on the same `n_texts` held-out texts."""
     config = TrainConfig()
     with console.status(f"{name}: loading and fitting"):
-        trained = fit(load_split(spec, config), config)
+        trained = fit(load_split(spec, config), config, spec)
     pipeline = trained.pipeline
     started = time.perf_counter()
     scorer = CompiledLinearScorer.from_pipeline(pipeline)

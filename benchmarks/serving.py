@@ -48,10 +48,10 @@ from rich.console import Console
 from rich.table import Table
 
 from sentiment_mlops.config import Settings, TrainConfig
-from sentiment_mlops.registry import Registry
+from sentiment_mlops.runtime import configure_process
 from sentiment_mlops.serving.launcher import ServerFailed, ServerProcess, server_env
 from sentiment_mlops.serving.tokens import Authenticator
-from sentiment_mlops.train import DataSpec, fit, load_split, register
+from sentiment_mlops.train import DataSpec, fit, load_split
 
 ROOT = Path(__file__).resolve().parents[1]
 TWEET = (
@@ -162,13 +162,6 @@ def run_wrk(url: str, concurrency: int, seconds: int, script: Path | None) -> Wr
     return parse_wrk(done.stdout)
 
 
-def server_environment(var: Path, secret: str) -> dict[str, str]:
-    """What the server gets: the launcher's clean environment plus one BLAS thread."""
-    env = server_env(var, jwt_secret=secret, shutdown_grace_seconds=0.5)
-    env.update({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
-    return env
-
-
 @contextmanager
 def isolated_environment(env: dict[str, str]) -> Iterator[None]:
     """Run in-process training and minting with exactly the settings the server gets."""
@@ -246,10 +239,12 @@ def run_phase(
 
 
 def train_into(var: Path, console: Console) -> int:
+    from sentiment_mlops.registry import Registry  # imports mlflow: after configure_process()
+
     config, spec = TrainConfig(), DataSpec()
     with console.status("training and registering the default model"):
-        trained = fit(load_split(spec, config), config)
-        return int(register(trained, Registry(Settings(var_dir=var)), config, spec).version)
+        result = fit(load_split(spec, config), config, spec)
+        return Registry(Settings(var_dir=var)).register_training(result).version
 
 
 def results_table(cells: Sequence[Cell]) -> Table:
@@ -315,6 +310,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> int:
+    configure_process()  # also what the server subprocesses inherit (server_env)
     args = parse_args()
     console = Console(width=None if sys.stdout.isatty() else 120)
     if shutil.which("wrk") is None:
@@ -331,7 +327,7 @@ def main() -> int:
         tmp = Path(name)
         var = tmp / "var"
         secret = secrets.token_urlsafe(36)  # 48 characters
-        env = server_environment(var, secret)
+        env = server_env(var, jwt_secret=secret, shutdown_grace_seconds=0.5)
         with isolated_environment(env):
             version = train_into(var, console)
             settings = Settings(var_dir=var, jwt_secret=SecretStr(secret))

@@ -5,16 +5,18 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from sklearn.pipeline import Pipeline
 
-from sentiment_mlops.config import TrainConfig
-from sentiment_mlops.train import DataSpec, fit, load_split
+from sentiment_mlops.runtime import configure_process
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
+# The test suite's entry point: pytest imports this before any test module, while neither
+# numpy nor mlflow is loaded yet, so their thread and telemetry settings still take effect.
+configure_process()
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,5 +48,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def default_model() -> Pipeline:
     """The model `sentiment train` builds with no arguments (built-in data, default config),
     fitted once per session: model tests check its behaviour, API tests serve it."""
-    config = TrainConfig()
-    return fit(load_split(DataSpec(), config), config).pipeline
+    from sentiment_mlops.config import TrainConfig
+    from sentiment_mlops.train import DataSpec, fit, load_split
+
+    config, spec = TrainConfig(), DataSpec()
+    return fit(load_split(spec, config), config, spec).pipeline

@@ -1,6 +1,8 @@
 """The `sentiment` command: parses arguments, calls the stages, prints tables.
 
-Thin on purpose: every behaviour lives in a module that tests can call directly.
+Thin on purpose: every behaviour lives in a module that tests can call directly. Importing
+it loads neither numpy nor mlflow, so `configure_process` (run before every subcommand)
+sets their environment before they read it.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from rich.console import Console
 from rich.table import Table
 
 from sentiment_mlops.config import CHAMPION, ConfigError, Settings, load_train_config
-from sentiment_mlops.data import DataError
+from sentiment_mlops.runtime import configure_process, skip_collection_at_exit
 
 if TYPE_CHECKING:
-    from sentiment_mlops.registry import Registry
+    from sentiment_mlops.config import TrainConfig
+    from sentiment_mlops.registry import Registry, VersionInfo
+    from sentiment_mlops.train import DataSpec, TrainResult
 
 app = typer.Typer(help="Train, version and serve a sentiment classifier.", no_args_is_help=True)
 models_app = typer.Typer(help="Registered model versions and their aliases.", no_args_is_help=True)
@@ -44,6 +48,7 @@ def _user_errors(*kinds: type[Exception]) -> Iterator[None]:
     registry commands (importing the registry costs a second, so other commands name theirs).
     """
     if not kinds:
+        from sentiment_mlops.data import DataError
         from sentiment_mlops.datasets import DatasetError
         from sentiment_mlops.registry import RegistryError
 
@@ -55,10 +60,40 @@ def _user_errors(*kinds: type[Exception]) -> Iterator[None]:
         raise typer.Exit(1) from exc
 
 
+@app.callback()
+def _process() -> None:
+    """Runs before every subcommand: thread and telemetry settings, and a faster exit."""
+    configure_process()
+    skip_collection_at_exit()
+
+
 def _registry() -> Registry:
     from sentiment_mlops.registry import Registry
 
     return Registry(Settings())
+
+
+def _train_and_register(
+    spec: DataSpec, config: TrainConfig, registry: Registry, alias: str | None
+) -> tuple[TrainResult, VersionInfo]:
+    """Load, fit and register, showing progress on stderr."""
+    from sentiment_mlops.train import fit, load_split
+
+    with err.status(f"Loading {spec.describe()}"):
+        split = load_split(spec, config)
+    err.print(
+        f"Data: {len(split.train)} training rows, {len(split.test)} test rows, "
+        f"classes {', '.join(split.train.classes)}"
+    )
+    for warning in split.train.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+    err.print("Fitting TF-IDF + logistic regression")
+    with err.status("Fitting"):
+        result = fit(split, config, spec)
+    err.print(f"Fitted in {result.fit_seconds:.1f} s")
+    with err.status("Logging and registering the model"):
+        version = registry.register_training(result, alias)
+    return result, version
 
 
 @app.command()
@@ -85,7 +120,6 @@ def train(
     """Train on a dataset, evaluate, and register the model as a new version."""
     from sentiment_mlops.evaluate import print_report
     from sentiment_mlops.train import DataSpec
-    from sentiment_mlops.train import train as run_training
 
     with _user_errors():
         registry = _registry()
@@ -94,8 +128,8 @@ def train(
             return
         train_config = load_train_config(config)
         spec = DataSpec(data, test_data, text_column, label_column, encoding)
-        trained, version = run_training(spec, train_config, registry, alias, err)
-    print_report(trained.report, out)
+        result, version = _train_and_register(spec, train_config, registry, alias)
+    print_report(result.report, out)
     aliases = f" ({', '.join(version.aliases)})" if version.aliases else ""
     out.print(f"Registered version {version.version}{aliases}, sha256 {version.sha256[:12]}…")
 
@@ -249,12 +283,11 @@ def serve(
     settings = Settings()
     if train_if_missing:
         from sentiment_mlops.train import DataSpec
-        from sentiment_mlops.train import train as run_training
 
         with _user_errors():
             registry = _registry()
             if registry.resolve(settings.model_alias) is None:
-                run_training(DataSpec(), load_train_config(None), registry, None, err)
+                _train_and_register(DataSpec(), load_train_config(None), registry, None)
     prepare_environment(settings)
     err.print(usage_hint(settings), highlight=False, soft_wrap=True)
     run_server(settings)

@@ -12,11 +12,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 from sklearn.metrics import (
@@ -26,6 +24,9 @@ from sklearn.metrics import (
     roc_auc_score,
     roc_curve,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 MAX_ROC_POINTS = 200
 SUM_TOLERANCE = 1e-6
@@ -130,8 +131,11 @@ def save_report(report: EvaluationReport, directory: Path) -> list[Path]:
     """Write `report.json` and the confusion-matrix, ROC and reliability PNGs to `directory`.
 
     Plots are drawn on their own Agg canvases, so pyplot's global state is left untouched.
-    Returns the paths written, JSON first.
+    Returns the paths written, JSON first. Matplotlib is imported here, not with the module
+    (~0.5 s), so fitting and scoring without plots do not pay for it.
     """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     directory.mkdir(parents=True, exist_ok=True)
     report_path = directory / REPORT_FILE
     report_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -283,6 +287,8 @@ def _roc_curves(
 
 def _plot_confusion_matrix(report: EvaluationReport) -> Figure:
     """Counts as a heat map, annotated, with class names on both axes."""
+    from matplotlib.figure import Figure
+
     matrix = np.array(report.confusion_matrix)
     k = len(report.classes)
     side = max(4.0, 0.8 * k + 2.0)
@@ -307,6 +313,8 @@ def _plot_confusion_matrix(report: EvaluationReport) -> Figure:
 
 def _plot_roc(report: EvaluationReport) -> Figure:
     """ROC of the positive class (binary) or one-vs-rest per class, against chance."""
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(6, 5), layout="constrained")
     ax = figure.add_subplot()
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
@@ -331,6 +339,8 @@ def _plot_roc(report: EvaluationReport) -> Figure:
 
 def _plot_reliability(report: EvaluationReport) -> Figure:
     """Accuracy per confidence bin against the diagonal, with the bin counts below."""
+    from matplotlib.figure import Figure
+
     calibration = report.calibration
     edges = np.array(calibration["bin_edges"])
     width = np.diff(edges)

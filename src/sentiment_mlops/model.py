@@ -26,35 +26,18 @@ from sentiment_mlops.config import TrainConfig
 
 
 def build_pipeline(config: TrainConfig) -> Pipeline:
-    """TF-IDF features into a logistic regression, every hyperparameter from `config`."""
-    vec = config.vectorizer
-    clf = config.classifier
+    """TF-IDF features into a logistic regression, every hyperparameter from `config`.
+
+    The config sections are passed through as keyword arguments, so a key added to
+    `VectorizerConfig` or `ClassifierConfig` (and documented in configs/train.yaml) reaches
+    sklearn without touching this function; sklearn rejects a key it does not know. Fields
+    typed as tuples (`ngram_range`, which sklearn accepts only as a tuple) stay tuples in
+    `model_dump()`, even when the YAML gave a list.
+    """
     return Pipeline(
         [
-            (
-                "tfidf",
-                TfidfVectorizer(
-                    lowercase=vec.lowercase,
-                    ngram_range=vec.ngram_range,
-                    min_df=vec.min_df,
-                    max_df=vec.max_df,
-                    max_features=vec.max_features,
-                    sublinear_tf=vec.sublinear_tf,
-                    strip_accents=vec.strip_accents,
-                    token_pattern=vec.token_pattern,
-                ),
-            ),
-            (
-                "clf",
-                LogisticRegression(
-                    C=clf.C,
-                    solver=clf.solver,
-                    max_iter=clf.max_iter,
-                    class_weight=clf.class_weight,
-                    tol=clf.tol,
-                    random_state=config.seed,
-                ),
-            ),
+            ("tfidf", TfidfVectorizer(**config.vectorizer.model_dump())),
+            ("clf", LogisticRegression(**config.classifier.model_dump(), random_state=config.seed)),
         ]
     )
 

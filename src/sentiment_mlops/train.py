@@ -1,17 +1,17 @@
-"""Training: data in, evaluated model out, registered as a new version only if all went well.
+"""Training: data in, a fitted and evaluated model out, as a plain `TrainResult`.
 
-Data is loaded and validated before anything touches the registry, and the model is fitted
-and evaluated before a run is created, so bad input or a crash mid-fit leaves no trace there.
+Data is loaded and validated before anything is fitted, and nothing here talks to MLflow:
+`Registry.register_training` records a result, all or nothing. So fitting, tuning and the
+model tests run without importing it, and bad input or a crash mid-fit leaves no trace there.
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from rich.console import Console
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
@@ -21,7 +21,8 @@ from sentiment_mlops.config import TrainConfig
 from sentiment_mlops.data import Split
 from sentiment_mlops.evaluate import EvaluationReport, evaluate, save_report
 from sentiment_mlops.model import build_pipeline, plain_vocabulary
-from sentiment_mlops.registry import Registry, VersionInfo
+
+CONFIG_FILE = "train_config.json"
 
 
 @dataclass(frozen=True)
@@ -39,14 +40,56 @@ class DataSpec:
 
 
 @dataclass(frozen=True)
-class TrainedModel:
-    """A fitted pipeline with its evaluation and the facts needed to reproduce it."""
+class TrainResult:
+    """A fitted pipeline, its evaluation, and everything a registry records about it.
+
+    `data_fingerprint` and `test_fingerprint` are the SHA-256 of the exact training and test
+    rows (`LabelledTexts.fingerprint`); `warnings` are the data problems found on loading.
+    """
 
     pipeline: Pipeline
     report: EvaluationReport
     split: Split
+    config: TrainConfig
+    data_source: str
+    test_source: str
+    data_fingerprint: str
+    test_fingerprint: str
     fit_seconds: float
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The config as dotted `section.key` parameters, and what the data was."""
+        return {
+            **self.config.flat_params(),
+            "data.source": self.data_source,
+            "data.test_source": self.test_source,
+            "data.n_train": len(self.split.train),
+            "data.n_test": len(self.split.test),
+            "data.classes": self.split.train.classes,
+        }
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The report's scalar metrics and the fitting time."""
+        return {**self.report.metrics(), "fit_seconds": self.fit_seconds}
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """Where the data came from and the fingerprints of both sets."""
+        return {
+            "data_source": self.data_source,
+            "data_fingerprint": self.data_fingerprint,
+            "test_fingerprint": self.test_fingerprint,
+        }
+
+    def write_artifacts(self, directory: Path) -> list[Path]:
+        """Write report.json, the PNG plots and train_config.json; return their paths."""
+        paths = save_report(self.report, directory)
+        config_path = directory / CONFIG_FILE
+        config_path.write_text(self.config.model_dump_json(indent=2), encoding="utf-8")
+        return [*paths, config_path]
 
 
 def load_split(spec: DataSpec, config: TrainConfig) -> Split:
@@ -76,10 +119,13 @@ def load_split(spec: DataSpec, config: TrainConfig) -> Split:
     return Split(full, test)
 
 
-def fit(split: Split, config: TrainConfig) -> TrainedModel:
-    """Fit the configured pipeline and evaluate it on the held-out set.
+def fit(split: Split, config: TrainConfig, spec: DataSpec) -> TrainResult:
+    """Fit the configured pipeline on `split` (loaded from `spec`) and evaluate it.
 
-    BLAS is held to one thread: on small machines its threads fight and training slows down.
+    BLAS is held to one thread here as well as by `runtime.configure_process`: OpenBLAS reads
+    its variable only when numpy is first imported, so a caller that imported numpy before
+    configuring the process (a notebook, a benchmark, a tuning worker) would otherwise fit
+    with a thread per core, measured 3-6x slower on 2 cores.
     """
     pipeline = build_pipeline(config)
     with threadpool_limits(limits=1):
@@ -88,68 +134,15 @@ def fit(split: Split, config: TrainConfig) -> TrainedModel:
         fit_seconds = time.perf_counter() - started
         proba = pipeline.predict_proba(split.test.texts)
     classes = [str(c) for c in pipeline.classes_]
-    report = evaluate(split.test.labels, proba, classes)
-    return TrainedModel(pipeline, report, split, fit_seconds, list(split.train.warnings))
-
-
-def register(
-    trained: TrainedModel,
-    registry: Registry,
-    config: TrainConfig,
-    spec: DataSpec,
-    alias: str | None = None,
-) -> VersionInfo:
-    """Log params, metrics, fingerprints, report and plots; register the model."""
-    split = trained.split
-    params = {
-        **config.flat_params(),
-        "data.source": spec.describe(),
-        "data.test_source": str(spec.test_path) if spec.test_path else "split",
-        "data.n_train": len(split.train),
-        "data.n_test": len(split.test),
-        "data.classes": split.train.classes,
-    }
-    metrics = {**trained.report.metrics(), "fit_seconds": trained.fit_seconds}
-    tags = {
-        "data_source": spec.describe(),
-        "data_fingerprint": split.train.fingerprint(),
-        "test_fingerprint": split.test.fingerprint(),
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        report_dir = Path(tmp) / "evaluation"
-        save_report(trained.report, report_dir)
-        (report_dir / "train_config.json").write_text(config.model_dump_json(indent=2))
-        return registry.register(
-            trained.pipeline,
-            params=params,
-            metrics=metrics,
-            tags=tags,
-            artifacts=report_dir,
-            alias=alias,
-        )
-
-
-def train(
-    spec: DataSpec,
-    config: TrainConfig,
-    registry: Registry,
-    alias: str | None = None,
-    console: Console | None = None,
-) -> tuple[TrainedModel, VersionInfo]:
-    """The whole training stage, with progress shown on `console`."""
-    console = console or Console(stderr=True)
-    with console.status(f"Loading {spec.describe()}"):
-        split = load_split(spec, config)
-    console.print(
-        f"Data: {len(split.train)} training rows, {len(split.test)} test rows, "
-        f"classes {', '.join(split.train.classes)}"
+    return TrainResult(
+        pipeline=pipeline,
+        report=evaluate(split.test.labels, proba, classes),
+        split=split,
+        config=config,
+        data_source=spec.describe(),
+        test_source=str(spec.test_path) if spec.test_path else "split",
+        data_fingerprint=split.train.fingerprint(),
+        test_fingerprint=split.test.fingerprint(),
+        fit_seconds=fit_seconds,
+        warnings=list(split.train.warnings),
     )
-    for warning in split.train.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
-    console.print("Fitting TF-IDF + logistic regression")
-    with console.status("Fitting"):
-        trained = fit(split, config)
-    console.print(f"Fitted in {trained.fit_seconds:.1f} s")
-    with console.status("Logging and registering the model"):
-        version = register(trained, registry, config, spec, alias)
-    return trained, version

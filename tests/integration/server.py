@@ -7,17 +7,17 @@ from pathlib import Path
 from sentiment_mlops.config import Settings, TrainConfig
 from sentiment_mlops.registry import Registry
 from sentiment_mlops.serving.launcher import ServerProcess, server_env
-from sentiment_mlops.train import DataSpec, fit, load_split, register
+from sentiment_mlops.train import DataSpec, fit, load_split
 
 from ..apps import SECRET
 
 
 def train_into(var: Path, config: TrainConfig | None = None, alias: str | None = None) -> int:
     """Train the default model on the built-in data and register it in `var`'s store."""
-    config = config or TrainConfig()
+    config, spec = config or TrainConfig(), DataSpec()
     registry = Registry(Settings(var_dir=var))
-    trained = fit(load_split(DataSpec(), config), config)
-    return register(trained, registry, config, DataSpec(), alias).version
+    result = fit(load_split(spec, config), config, spec)
+    return registry.register_training(result, alias).version
 
 
 def start_server(var: Path, log_path: Path, workers: int = 1, **settings: object) -> ServerProcess:

@@ -3,7 +3,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sentiment_mlops.config import ConfigError, Settings, TrainConfig, load_train_config
+from sentiment_mlops.config import (
+    ClassifierConfig,
+    ConfigError,
+    Settings,
+    TrainConfig,
+    VectorizerConfig,
+    load_train_config,
+)
+from sentiment_mlops.model import build_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -11,6 +19,18 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_documented_defaults_match_the_code() -> None:
     """configs/train.yaml documents the defaults: it must not drift from them."""
     assert load_train_config(ROOT / "configs" / "train.yaml") == TrainConfig()
+
+
+def test_every_config_key_reaches_the_pipeline() -> None:
+    """Each vectorizer and classifier key is passed to sklearn as it is, and the result fits."""
+    config = load_train_config(ROOT / "configs" / "train.yaml")
+    pipeline = build_pipeline(config)
+    tfidf = pipeline.named_steps["tfidf"].get_params()
+    clf = pipeline.named_steps["clf"].get_params()
+    assert {k: tfidf[k] for k in VectorizerConfig.model_fields} == config.vectorizer.model_dump()
+    assert {k: clf[k] for k in ClassifierConfig.model_fields} == config.classifier.model_dump()
+    assert clf["random_state"] == config.seed
+    pipeline.fit(["good film", "bad film", "fine film", "dull film"], ["p", "n", "p", "n"])
 
 
 def test_unknown_key_is_rejected_with_its_path(tmp_path: Path) -> None:

@@ -156,6 +156,18 @@ def test_exact_duplicates_are_dropped_first_kept() -> None:
     assert "dropped 1 exact duplicate rows" in deduped.warnings[0]
 
 
+def test_identical_texts_with_different_labels_are_all_kept() -> None:
+    """Only identical (text, label) rows are duplicates: conflicting labels are the user's call."""
+    data = LabelledTexts(["x", "y", "x", "x", "y"], ["a", "b", "b", "a", "b"], "d.csv")
+    deduped = drop_exact_duplicates(data)
+    assert list(zip(deduped.texts, deduped.labels, strict=True)) == [
+        ("x", "a"),
+        ("y", "b"),
+        ("x", "b"),
+    ]
+    assert deduped.warnings == ["d.csv: dropped 2 exact duplicate rows"]
+
+
 def test_keep_classes() -> None:
     data = LabelledTexts(["a", "b", "c"], ["neg", "neu", "pos"], "d")
     assert keep_classes(data, ["neg", "pos"]).labels == ["neg", "pos"]

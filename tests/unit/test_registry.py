@@ -13,8 +13,10 @@ from sklearn.preprocessing import FunctionTransformer
 from sentiment_mlops import registry as registry_mod
 from sentiment_mlops.checksums import file_sha256
 from sentiment_mlops.config import Settings, TrainConfig
+from sentiment_mlops.data import LabelledTexts, Split
 from sentiment_mlops.model import build_pipeline
 from sentiment_mlops.registry import IntegrityError, Registry, RegistryError
+from sentiment_mlops.train import DataSpec, fit
 
 TEXTS = ["good movie", "bad movie", "great film", "awful film", "nice one", "poor one"] * 3
 LABELS = ["pos", "neg", "pos", "neg", "pos", "neg"] * 3
@@ -61,6 +63,22 @@ def test_run_records_params_metrics_fingerprint_and_environment(registry: Regist
     assert "git_commit" in run.data.tags
     assert run.data.tags["sha256"] == info.sha256 and len(info.sha256) == 64
     assert run.info.status == "FINISHED"
+
+
+def test_register_training_records_the_whole_result(registry: Registry) -> None:
+    data = LabelledTexts(TEXTS, LABELS, "unit.csv")
+    spec = DataSpec(Path("unit.csv"))
+    result = fit(Split(data, data), TrainConfig(), spec)
+    info = registry.register_training(result, alias="challenger")
+    assert info.aliases == ["challenger", "champion"]
+    assert info.data_source == "unit.csv"
+    run = registry.client.get_run(info.run_id)
+    assert run.data.params["data.n_train"] == str(len(TEXTS))
+    assert run.data.params["vectorizer.ngram_range"] == "[1, 2]"
+    assert run.data.metrics == pytest.approx(result.metrics)
+    assert run.data.tags["data_fingerprint"] == data.fingerprint()
+    artifacts = {a.path for a in registry.client.list_artifacts(info.run_id)}
+    assert {"report.json", "roc.png", "train_config.json", "model"} <= artifacts
 
 
 def test_promote_and_rollback(registry: Registry) -> None:
@@ -114,6 +132,14 @@ def test_untrusted_types_are_refused_even_with_a_matching_hash(
     registry.client.set_model_version_tag("sentiment", "1", "sha256", file_sha256(artifact))
     with pytest.raises(IntegrityError, match=r"outside the trusted set: posix.getcwd"):
         registry.load("champion")
+
+
+def test_a_pipeline_skops_would_refuse_to_load_is_not_registered(registry: Registry) -> None:
+    risky = Pipeline([("f", FunctionTransformer(func=os.getcwd)), ("m", fitted())])
+    with pytest.raises(RegistryError, match=r"outside skops' trusted set \(.*posix\.getcwd"):
+        register(registry, pipeline=risky)
+    assert registry.versions() == []
+    assert registry.client.get_experiment_by_name("sentiment") is None
 
 
 def test_failure_while_registering_leaves_no_version_and_no_live_run(

@@ -9,6 +9,7 @@ import shutil
 import uvicorn
 
 from sentiment_mlops.config import Settings
+from sentiment_mlops.runtime import configure_process
 from sentiment_mlops.serving.logs import configure_logging
 from sentiment_mlops.serving.metrics import MULTIPROC_ENV
 
@@ -17,10 +18,9 @@ EXAMPLE_TEXT = "The crew was friendly and the flight was great"
 
 
 def prepare_environment(settings: Settings) -> None:
-    """One BLAS thread per worker, and a fresh shared metrics folder when there are several."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    """The process environment for the workers, and a fresh shared metrics folder when there
+    are several. Workers are new processes that inherit the environment set here."""
+    configure_process()
     if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):
         folder = (settings.var_dir / "prometheus-multiproc").resolve()
         shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,109 @@
+"""What importing a module pulls in, checked in a fresh interpreter.
+
+This test process has long imported everything, so each check starts a new Python that
+imports the given modules in order and reports, after each one, which of the watched
+top-level packages are loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import sentiment_mlops
+from sentiment_mlops.runtime import PROCESS_ENV
+
+SRC = str(Path(sentiment_mlops.__file__).resolve().parents[1])
+
+PROBE = """
+import importlib, json, sys
+watched = set(json.loads(sys.argv[1]))
+loaded = {}
+for name in sys.argv[2:]:
+    importlib.import_module(name)
+    loaded[name] = sorted({m.split(".")[0] for m in sys.modules} & watched)
+print(json.dumps(loaded))
+"""
+
+
+def loaded_after(modules: list[str], watched: set[str]) -> dict[str, list[str]]:
+    """For each of `modules`, imported in order, the `watched` packages loaded by then."""
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(sorted(watched)), *modules],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": SRC},
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded: dict[str, list[str]] = json.loads(result.stdout)
+    return loaded
+
+
+def test_training_modules_do_not_import_mlflow() -> None:
+    """Fitting, evaluating and the model tests need neither MLflow (only the registry uses
+    it) nor matplotlib (imported when plots are drawn)."""
+    modules = [
+        "sentiment_mlops.data",
+        "sentiment_mlops.model",
+        "sentiment_mlops.evaluate",
+        "sentiment_mlops.train",
+    ]
+    loaded = loaded_after(modules, {"mlflow", "matplotlib", "sklearn"})
+    assert loaded["sentiment_mlops.train"] == ["sklearn"]  # the probe does see imports
+    assert {name: found for name, found in loaded.items() if "mlflow" in found} == {}
+
+
+def test_the_cli_loads_neither_numpy_nor_mlflow_before_its_callback() -> None:
+    """`configure_process` runs in the CLI's callback: after importing the CLI module, but
+    before numpy and mlflow load and read their environment."""
+    loaded = loaded_after(["sentiment_mlops.cli"], {"numpy", "mlflow", "typer"})
+    assert loaded == {"sentiment_mlops.cli": ["typer"]}
+
+
+def test_importing_the_registry_sets_no_thread_or_mlflow_variable() -> None:
+    """Only `configure_process` sets them (sklearn's import sets KMP_* variables of its own)."""
+    code = (
+        "import json, os, sentiment_mlops.registry; "
+        "print(json.dumps(sorted(n for n in os.environ if n.startswith(('MLFLOW_', 'OMP_', "
+        "'OPENBLAS_')))))"
+    )
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in PROCESS_ENV and not name.startswith("MLFLOW_")
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": SRC},
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+
+
+def test_importing_the_app_module_builds_no_app_and_loads_no_mlflow() -> None:
+    """uvicorn builds the app through the `create_app` factory; the registry (and so mlflow)
+    is imported only when an app starts without a model source of its own."""
+    code = (
+        "import json, sys, fastapi, sentiment_mlops.serving.app as m; "
+        "apps = [k for k, v in vars(m).items() if isinstance(v, fastapi.FastAPI)]; "
+        "print(json.dumps([apps, 'mlflow' in sys.modules]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": SRC},
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [[], False]
