@@ -14,6 +14,8 @@ from sentiment_mlops.runtime import configure_process
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
+    from sentiment_mlops.train import TrainResult
+
 # The test suite's entry point: pytest imports this before any test module, while neither
 # numpy nor mlflow is loaded yet, so their thread and telemetry settings still take effect.
 configure_process()
@@ -53,3 +55,15 @@ def default_model() -> Pipeline:
 
     config, spec = TrainConfig(), DataSpec()
     return fit(load_split(spec, config), config, spec).pipeline
+
+
+@pytest.fixture(scope="session")
+def imdb_default(shared_data: Path) -> TrainResult:
+    """The default pipeline trained on IMDB's 25k reviews and evaluated on the other 25k, once
+    per session: the slowest fit in the suite, shared by the accuracy floor and the scorer."""
+    from sentiment_mlops.config import TrainConfig
+    from sentiment_mlops.train import DataSpec, fit, load_split
+
+    imdb = shared_data / "imdb-aclimdb"
+    config, spec = TrainConfig(), DataSpec(imdb / "train.csv", imdb / "test.csv")
+    return fit(load_split(spec, config), config, spec)

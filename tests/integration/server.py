@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sklearn.pipeline import Pipeline
+
 from sentiment_mlops.config import Settings, TrainConfig
 from sentiment_mlops.registry import Registry
 from sentiment_mlops.serving.launcher import ServerProcess, server_env
@@ -18,6 +20,20 @@ def train_into(var: Path, config: TrainConfig | None = None, alias: str | None =
     registry = Registry(Settings(var_dir=var))
     result = fit(load_split(spec, config), config, spec)
     return registry.register_training(result, alias).version
+
+
+def register_into(var: Path, pipeline: Pipeline, alias: str | None = None) -> int:
+    """Register an already fitted pipeline as a new version in `var`'s store: for tests about
+    serving, where fitting again would only cost time."""
+    registry = Registry(Settings(var_dir=var))
+    version = registry.register(
+        pipeline,
+        params={"source": "tests"},
+        metrics={},
+        tags={"data_source": "tests"},
+        alias=alias,
+    )
+    return version.version
 
 
 def start_server(var: Path, log_path: Path, workers: int = 1, **settings: object) -> ServerProcess:

@@ -10,12 +10,13 @@ import time
 from pathlib import Path
 
 import httpx
+from sklearn.pipeline import Pipeline
 
-from sentiment_mlops.config import Settings, TrainConfig
+from sentiment_mlops.config import Settings
 from sentiment_mlops.registry import Registry
 
 from ..apps import bearer
-from .server import start_server, train_into
+from .server import register_into, start_server
 
 POLL_SECONDS = 1.0
 CLIENTS = 4
@@ -63,12 +64,14 @@ class Traffic:
         raise TimeoutError(f"no response from version {version} within {timeout} s")
 
 
-def test_tampered_version_is_refused_then_a_promotion_swaps_under_load(tmp_path: Path) -> None:
+def test_tampered_version_is_refused_then_a_promotion_swaps_under_load(
+    tmp_path: Path, default_model: Pipeline
+) -> None:
     var = tmp_path / "var"
-    train_into(var)
+    register_into(var, default_model)
     registry = Registry(Settings(var_dir=var))
-    tampered = train_into(var, TrainConfig.model_validate({"classifier": {"C": 1.0}}))
-    good = train_into(var, TrainConfig(seed=7))
+    tampered = register_into(var, default_model)
+    good = register_into(var, default_model)
     run_id = registry.version(tampered).run_id
     (artifact,) = (var / "mlartifacts").glob(f"{run_id}/artifacts/model/model.skops")
     artifact.write_bytes(artifact.read_bytes()[:-10] + b"tampered!!")

@@ -5,14 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+from sklearn.pipeline import Pipeline
 
 from ..apps import bearer
-from .server import start_server, train_into
+from .server import register_into, start_server
 
 
-def test_sentiment_serve_answers_from_the_registry_and_logs_json(tmp_path: Path) -> None:
+def test_sentiment_serve_answers_from_the_registry_and_logs_json(
+    tmp_path: Path, default_model: Pipeline
+) -> None:
     var = tmp_path / "var"
-    version = train_into(var)
+    version = register_into(var, default_model)
     srv = start_server(var, tmp_path / "serve.log", reload_interval_seconds=3600)
     try:
         srv.wait_ready()

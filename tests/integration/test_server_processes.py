@@ -10,15 +10,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sklearn.pipeline import Pipeline
 
 from ..apps import mint
-from .server import start_server, train_into
+from .server import register_into, start_server
 
 
 @pytest.fixture(scope="module")
-def var(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def var(tmp_path_factory: pytest.TempPathFactory, default_model: Pipeline) -> Path:
     var = tmp_path_factory.mktemp("procs") / "var"
-    train_into(var)
+    register_into(var, default_model)
     return var
 
 

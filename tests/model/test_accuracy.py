@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from sentiment_mlops.config import TrainConfig
-from sentiment_mlops.train import DataSpec, fit, load_split
+from sentiment_mlops.train import TrainResult
 
 
-def test_default_pipeline_reaches_90_percent_on_imdb(shared_data: Path) -> None:
-    imdb = shared_data / "imdb-aclimdb"
-    config = TrainConfig()
-    spec = DataSpec(imdb / "train.csv", imdb / "test.csv")
-    trained = fit(load_split(spec, config), config, spec)
-    assert len(trained.split.test) == 25_000
-    assert trained.report.accuracy >= 0.90
+def test_default_pipeline_reaches_90_percent_on_imdb(imdb_default: TrainResult) -> None:
+    assert len(imdb_default.split.test) == 25_000
+    assert imdb_default.report.accuracy >= 0.90

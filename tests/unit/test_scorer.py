@@ -34,6 +34,7 @@ from sentiment_mlops.model import (
     make_scorer,
     plain_vocabulary,
 )
+from sentiment_mlops.train import TrainResult
 
 TOLERANCE = 2e-15
 NO_KNOWN_TERMS = ["", "   ", "!!! ?? ...", "a b c", "qzxvkw jjjjqqq xxyyzzq"]
@@ -92,9 +93,9 @@ def test_airline_three_classes(airline: tuple[np.ndarray, ...], airline_model: P
     assert_same_as_sklearn(airline_model, airline[1])
 
 
-def test_imdb_reviews(shared_data: Path) -> None:
-    model = fit_default(*read(shared_data / "imdb-aclimdb" / "train.csv"))
-    texts, _ = read(shared_data / "imdb-aclimdb" / "test.csv")
+def test_imdb_reviews(imdb_default: TrainResult) -> None:
+    model = imdb_default.pipeline
+    texts = np.array(imdb_default.split.test.texts, dtype=object)
     sample = np.random.default_rng(0).choice(texts, size=5_000, replace=False)
     assert_same_as_sklearn(model, sample)
 
