@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from playwright.sync_api import BrowserContext, Page, sync_playwright
+from playwright.sync_api import BrowserContext, Page
 from sklearn.pipeline import Pipeline
 
 from sentiment_mlops.config import Settings
 from sentiment_mlops.serving.app import create_app
 from sentiment_mlops.serving.launcher import free_port
 
-from ..browser import LOCAL_NAME, launch, refuse_offsite
+from ..browser import LOCAL_NAME, refuse_offsite
 from ..fakes import FakeSource
 
 SECRET = "docs-browser-secret-0123456789abcdef"
@@ -62,16 +62,6 @@ def base_url(tmp_path_factory: pytest.TempPathFactory, default_model: Pipeline) 
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
-    with sync_playwright() as playwright:
-        context = launch(playwright, tmp_path_factory.mktemp("chromium-profile"))
-        try:
-            yield context
-        finally:
-            context.close()
 
 
 def open_offline(browser: BrowserContext, url: str) -> tuple[Page, list[str]]:

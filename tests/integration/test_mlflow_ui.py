@@ -16,13 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import BrowserContext, Page, expect
 
 from sentiment_mlops.config import Settings
 from sentiment_mlops.serving.launcher import free_port, server_env
 from sentiment_mlops.ui import server_command
 
-from ..browser import launch, refuse_offsite
+from ..browser import refuse_offsite
 from .server import train_into
 
 pytestmark = pytest.mark.ui
@@ -68,16 +68,6 @@ def ui_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
-    with sync_playwright() as playwright:
-        context = launch(playwright, tmp_path_factory.mktemp("chromium-profile"))
-        try:
-            yield context
-        finally:
-            context.close()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import sentiment_mlops
 from sentiment_mlops.runtime import PROCESS_ENV
@@ -29,18 +30,23 @@ print(json.dumps(loaded))
 """
 
 
-def loaded_after(modules: list[str], watched: set[str]) -> dict[str, list[str]]:
-    """For each of `modules`, imported in order, the `watched` packages loaded by then."""
+def fresh_python(code: str, *args: str, env: dict[str, str] | None = None) -> Any:
+    """Run `code` in a new interpreter (with this checkout's source) and parse its JSON output."""
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(sorted(watched)), *modules],
+        [sys.executable, "-c", code, *args],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": SRC},
+        env={**(os.environ if env is None else env), "PYTHONPATH": SRC},
         timeout=120,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    loaded: dict[str, list[str]] = json.loads(result.stdout)
+    return json.loads(result.stdout)
+
+
+def loaded_after(modules: list[str], watched: set[str]) -> dict[str, list[str]]:
+    """For each of `modules`, imported in order, the `watched` packages loaded by then."""
+    loaded: dict[str, list[str]] = fresh_python(PROBE, json.dumps(sorted(watched)), *modules)
     return loaded
 
 
@@ -77,16 +83,7 @@ def test_importing_the_registry_sets_no_thread_or_mlflow_variable() -> None:
         for name, value in os.environ.items()
         if name not in PROCESS_ENV and not name.startswith("MLFLOW_")
     }
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**env, "PYTHONPATH": SRC},
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == []
+    assert fresh_python(code, env=env) == []
 
 
 def test_importing_the_app_module_builds_no_app_and_loads_no_mlflow() -> None:
@@ -97,13 +94,4 @@ def test_importing_the_app_module_builds_no_app_and_loads_no_mlflow() -> None:
         "apps = [k for k, v in vars(m).items() if isinstance(v, fastapi.FastAPI)]; "
         "print(json.dumps([apps, 'mlflow' in sys.modules]))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": SRC},
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == [[], False]
+    assert fresh_python(code) == [[], False]
