@@ -16,6 +16,9 @@ MODEL_NAME = "sentiment"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 DEFAULT_TRAIN_CONFIG = Path("configs/train.yaml")
+# The longest lifetime a token may have: minting refuses more, verification refuses a token
+# whose `exp` lies further ahead (such an `exp` could not even be held in a datetime).
+MAX_TOKEN_TTL_SECONDS = 366 * 24 * 3600
 
 
 class ConfigError(ValueError):
@@ -57,7 +60,7 @@ class Settings(BaseSettings):
     jwt_public_key: str | None = None
     jwt_issuer: str = "sentiment-mlops"
     jwt_audience: str = "sentiment-api"
-    token_ttl_seconds: int = Field(default=3600, gt=0)
+    token_ttl_seconds: int = Field(default=3600, gt=0, le=MAX_TOKEN_TTL_SECONDS)
     oauth_clients_file: Path | None = None
 
     def clients_file(self) -> Path:

@@ -212,6 +212,12 @@ def _signed(secret: str = SECRET, **overrides: object) -> str:
         (_signed(aud="someone-else"), 401, "invalid token"),
         (_signed(iss="someone-else"), 401, "invalid token"),
         (_signed(exp=None), 401, "invalid token"),
+        # Far-future or non-integer times once overflowed datetime: a 500 on every route.
+        (_signed(exp=10**13), 401, "exp lies more than"),
+        (_signed(exp=2**63), 401, "exp lies more than"),
+        (_signed(exp=1e308), 401, "exp claim must be an integer"),
+        (_signed(exp=str(int(time.time()) + 600)), 401, "exp claim must be an integer"),
+        (_signed(iat=float(int(time.time()))), 401, "iat claim must be an integer"),
         (_signed(scope="feedback"), 403, "predict"),
     ],
     ids=[
@@ -223,6 +229,11 @@ def _signed(secret: str = SECRET, **overrides: object) -> str:
         "wrong-audience",
         "wrong-issuer",
         "no-expiry",
+        "exp-10e13",
+        "exp-2e63",
+        "exp-1e308-float",
+        "exp-string",
+        "iat-float",
         "under-scoped",
     ],
 )
