@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     jwt_audience: str = "sentiment-api"
     token_ttl_seconds: int = Field(default=3600, gt=0, le=MAX_TOKEN_TTL_SECONDS)
     oauth_clients_file: Path | None = None
+    # POST /token, per worker process: failed secrets allowed per client id and per address in
+    # a moving window before further attempts are refused (429), even with the right secret;
+    # secret checks (scrypt, ~30 ms and 16 MiB each) running at once, and waiting beyond those.
+    token_failures_per_client: int = Field(default=5, ge=1)
+    token_failures_per_address: int = Field(default=20, ge=1)
+    token_failure_window_seconds: int = Field(default=60, ge=1)
+    token_checks_concurrent: int = Field(default=2, ge=1)
+    token_checks_queued: int = Field(default=8, ge=0)
 
     def clients_file(self) -> Path:
         """OAuth2 clients (ids, hashed secrets, scopes) that may ask `POST /token` for tokens."""

@@ -1,0 +1,112 @@
+"""How hard `POST /token` may be pushed: a lockout after failed secrets, and a bound on how many
+secret checks run at once.
+
+A secret check is scrypt: about 30 ms of CPU and 16 MiB of memory. Unbounded, a flood of wrong
+secrets (40 threads) ran 40 checks at once in the shared thread pool: `/predict` p50 went from
+5 ms to 271 ms and the server grew by ~500 MiB that it never gave back (each thread's malloc arena
+keeps its 16 MiB). So:
+
+- Failures (unknown client or wrong secret) are counted per client id and per source address
+  in a moving window (`limits`, in memory: per worker process). When either count is full,
+  attempts are refused before any check, even with the right secret, until the oldest failure
+  leaves the window: a lockout. Successes are not counted, so a client that knows its secret is
+  never throttled by its own use.
+- At most `concurrent` checks run at once, in this throttle's own threads (not the pool other
+  work uses), so check memory stays below `concurrent` x 16 MiB; at most `queued` more wait,
+  and beyond that an attempt is refused at once instead of queueing without end.
+
+No HTTP here: `serving.auth` turns refusals into responses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from limits import RateLimitItemPerSecond
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from sentiment_mlops.config import Settings
+
+T = TypeVar("T")
+THREAD_NAME_PREFIX = "token-secret-check"
+# Client ids are at most 128 characters (`clients.add_client`); longer unknown ones are cut so a
+# flood of huge ids cannot grow the failure records.
+_MAX_KEY_CHARS = 128
+
+
+class ChecksBusy(Exception):
+    """As many secret checks as allowed are running or waiting; retry shortly."""
+
+
+class TokenThrottle:
+    """Failure lockout per client id and per address, and bounded concurrent secret checks."""
+
+    def __init__(
+        self,
+        *,
+        failures_per_client: int,
+        failures_per_address: int,
+        window_seconds: int,
+        concurrent: int,
+        queued: int,
+    ) -> None:
+        self._storage = MemoryStorage()
+        self._limiter = MovingWindowRateLimiter(self._storage)
+        self._per_client = RateLimitItemPerSecond(failures_per_client, window_seconds, "client")
+        self._per_address = RateLimitItemPerSecond(failures_per_address, window_seconds, "address")
+        self._capacity = concurrent + queued
+        self._admitted = 0  # checks running or waiting; only touched on the event loop
+        self._executor = ThreadPoolExecutor(concurrent, thread_name_prefix=THREAD_NAME_PREFIX)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenThrottle:
+        return cls(
+            failures_per_client=settings.token_failures_per_client,
+            failures_per_address=settings.token_failures_per_address,
+            window_seconds=settings.token_failure_window_seconds,
+            concurrent=settings.token_checks_concurrent,
+            queued=settings.token_checks_queued,
+        )
+
+    def locked_out(self, client_id: str, address: str) -> tuple[str, int] | None:
+        """None if an attempt may be checked now; else which limit is full ("client" or
+        "address") and the whole seconds until its oldest failure leaves the window."""
+        for name, item, key in self._buckets(client_id, address):
+            if not self._limiter.test(item, key):
+                reset_at = self._limiter.get_window_stats(item, key).reset_time
+                return name, max(1, math.ceil(reset_at - time.time()))
+        return None
+
+    def record_failure(self, client_id: str, address: str) -> None:
+        for _, item, key in self._buckets(client_id, address):
+            self._limiter.hit(item, key)
+
+    async def check(self, secret_check: Callable[[], T]) -> T:
+        """The result of `secret_check`, run in one of this throttle's threads; `ChecksBusy` at
+        once if `concurrent + queued` checks are already admitted."""
+        if self._admitted >= self._capacity:
+            raise ChecksBusy(f"{self._admitted} secret checks are running or waiting")
+        self._admitted += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, secret_check)
+        finally:
+            self._admitted -= 1
+
+    def close(self) -> None:
+        """Stop the check threads (waiting checks are cancelled) and forget the failures."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._storage.reset()
+
+    def _buckets(
+        self, client_id: str, address: str
+    ) -> tuple[tuple[str, RateLimitItemPerSecond, str], ...]:
+        return (
+            ("client", self._per_client, client_id[:_MAX_KEY_CHARS]),
+            ("address", self._per_address, address),
+        )
