@@ -214,6 +214,23 @@ def test_a_flood_of_wrong_secrets_runs_boundedly_while_predict_answers(
     assert 1 <= store.most_running <= 2
 
 
+def test_a_burst_cannot_outrun_the_lockout(
+    var: Path, default_model: Pipeline, store: WatchedStore, clock: Clock
+) -> None:
+    """20 wrong secrets at once: attempts still waiting when the limit fills are refused when
+    their turn comes, so only checks already running can go past it (limit + concurrent - 1)."""
+    policy = {
+        "token_failures_per_client": 5,
+        "token_checks_concurrent": 2,
+        "token_checks_queued": 20,
+    }
+    with serve(var, default_model, store, **policy) as http, ThreadPoolExecutor(20) as attackers:
+        burst = [attackers.submit(grant, http, "batch-job", f"guess-{i}") for i in range(20)]
+        statuses = [future.result().status_code for future in burst]
+    assert 5 <= statuses.count(401) == store.calls <= 5 + 2 - 1
+    assert statuses.count(429) == 20 - store.calls
+
+
 def test_waiting_checks_are_bounded_too() -> None:
     async def scenario() -> None:
         bounded = TokenThrottle(
@@ -224,15 +241,15 @@ def test_waiting_checks_are_bounded_too() -> None:
             queued=1,
         )
         release = threading.Event()
-        running = asyncio.create_task(bounded.check(lambda: release.wait(timeout=60)))
-        waiting = asyncio.create_task(bounded.check(lambda: "waited"))
+        running = asyncio.create_task(bounded.check("a", "here", lambda: release.wait(timeout=60)))
+        waiting = asyncio.create_task(bounded.check("b", "here", lambda: "waited"))
         await asyncio.sleep(0)  # both admitted: one running, one waiting
         with pytest.raises(ChecksBusy):
-            await bounded.check(lambda: "refused")
+            await bounded.check("c", "here", lambda: "refused")
         release.set()
         assert await running is True
         assert await waiting == "waited"
-        assert await bounded.check(lambda: "admitted again") == "admitted again"
+        assert await bounded.check("c", "here", lambda: "admitted again") == "admitted again"
         bounded.close()
 
     asyncio.run(scenario())

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from sentiment_mlops.serving.clients import ClientStore
 from sentiment_mlops.serving.deps import AuthenticatorDep, ClientsDep, ThrottleDep
-from sentiment_mlops.serving.throttle import ChecksBusy, TokenThrottle
+from sentiment_mlops.serving.throttle import ChecksBusy, LockedOut, TokenThrottle
 from sentiment_mlops.serving.tokens import (
     ANONYMOUS,
     SCOPE_DESCRIPTIONS,
@@ -221,24 +221,16 @@ async def _check_secret(
     throttle: TokenThrottle, store: ClientStore, client_id: str, secret: str, address: str
 ) -> frozenset[str]:
     """The client's scopes, if not locked out, a check is free, and the secret is right."""
-    locked = throttle.locked_out(client_id, address)
-    if locked is not None:
-        limit, seconds = locked
-        who = "this client id" if limit == "client" else "this address"
-        raise _GrantError(
-            429,
-            "temporarily_unavailable",
-            f"too many failed attempts for {who}; try again in {seconds} s",
-            retry_after=seconds,
-        )
+    check = functools.partial(store.authenticate, client_id, secret)
     try:
-        allowed = await throttle.check(functools.partial(store.authenticate, client_id, secret))
+        allowed = await throttle.check(client_id, address, check)
+    except LockedOut as exc:
+        raise _GrantError(429, "temporarily_unavailable", str(exc), exc.retry_after) from exc
     except ChecksBusy as exc:
         raise _GrantError(
             503, "temporarily_unavailable", "busy checking other secrets; retry", retry_after=1
         ) from exc
     if allowed is None:
-        throttle.record_failure(client_id, address)
         raise _GrantError(401, "invalid_client", "unknown client or wrong secret")
     return allowed
 

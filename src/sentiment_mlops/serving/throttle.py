@@ -3,14 +3,16 @@ secret checks run at once.
 
 A secret check is scrypt: about 30 ms of CPU and 16 MiB of memory. Unbounded, a flood of wrong
 secrets (40 threads) ran 40 checks at once in the shared thread pool: `/predict` p50 went from
-5 ms to 271 ms and the server grew by ~500 MiB that it never gave back (each thread's malloc arena
-keeps its 16 MiB). So:
+5 ms to 271 ms and the server grew by ~500 MiB that it never gave back (the C allocator keeps
+each thread's 16 MiB for reuse). So:
 
 - Failures (unknown client or wrong secret) are counted per client id and per source address
   in a moving window (`limits`, in memory: per worker process). When either count is full,
-  attempts are refused before any check, even with the right secret, until the oldest failure
-  leaves the window: a lockout. Successes are not counted, so a client that knows its secret is
-  never throttled by its own use.
+  attempts are refused without a check, even with the right secret, until the oldest failure
+  leaves the window: a lockout. The count is checked on arrival and again when a waiting
+  attempt's turn comes, and a failure is counted as soon as its check ends, so at most
+  `concurrent - 1` checks beyond the limit (those already running) can still fail. Successes are
+  not counted, so a client that knows its secret is never throttled by its own use.
 - At most `concurrent` checks run at once, in this throttle's own threads (not the pool other
   work uses), so check memory stays below `concurrent` x 16 MiB; at most `queued` more wait,
   and beyond that an attempt is refused at once instead of queueing without end.
@@ -44,6 +46,15 @@ class ChecksBusy(Exception):
     """As many secret checks as allowed are running or waiting; retry shortly."""
 
 
+class LockedOut(Exception):
+    """Too many failures for the client id or the address; no check was made."""
+
+    def __init__(self, limit: str, retry_after: int) -> None:
+        super().__init__(f"too many failed attempts for this {limit}; retry in {retry_after} s")
+        self.limit = limit  # "client id" or "address"
+        self.retry_after = retry_after
+
+
 class TokenThrottle:
     """Failure lockout per client id and per address, and bounded concurrent secret checks."""
 
@@ -74,27 +85,27 @@ class TokenThrottle:
             queued=settings.token_checks_queued,
         )
 
-    def locked_out(self, client_id: str, address: str) -> tuple[str, int] | None:
-        """None if an attempt may be checked now; else which limit is full ("client" or
-        "address") and the whole seconds until its oldest failure leaves the window."""
-        for name, item, key in self._buckets(client_id, address):
-            if not self._limiter.test(item, key):
-                reset_at = self._limiter.get_window_stats(item, key).reset_time
-                return name, max(1, math.ceil(reset_at - time.time()))
-        return None
-
-    def record_failure(self, client_id: str, address: str) -> None:
-        for _, item, key in self._buckets(client_id, address):
-            self._limiter.hit(item, key)
-
-    async def check(self, secret_check: Callable[[], T]) -> T:
-        """The result of `secret_check`, run in one of this throttle's threads; `ChecksBusy` at
-        once if `concurrent + queued` checks are already admitted."""
+    async def check(
+        self, client_id: str, address: str, secret_check: Callable[[], T | None]
+    ) -> T | None:
+        """The result of `secret_check` (None: a failure, counted), run in one of this
+        throttle's threads. `LockedOut` if a failure limit is full, on arrival or when the
+        attempt's turn comes; `ChecksBusy` at once if `concurrent + queued` are admitted."""
+        self._refuse_if_locked_out(client_id, address)
         if self._admitted >= self._capacity:
             raise ChecksBusy(f"{self._admitted} secret checks are running or waiting")
+
+        def counted_check() -> T | None:
+            self._refuse_if_locked_out(client_id, address)
+            result = secret_check()
+            if result is None:
+                for item, key in self._buckets(client_id, address).values():
+                    self._limiter.hit(item, key)
+            return result
+
         self._admitted += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, secret_check)
+            return await asyncio.get_running_loop().run_in_executor(self._executor, counted_check)
         finally:
             self._admitted -= 1
 
@@ -103,10 +114,16 @@ class TokenThrottle:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._storage.reset()
 
+    def _refuse_if_locked_out(self, client_id: str, address: str) -> None:
+        for limit, (item, key) in self._buckets(client_id, address).items():
+            if not self._limiter.test(item, key):
+                reset_at = self._limiter.get_window_stats(item, key).reset_time
+                raise LockedOut(limit, max(1, math.ceil(reset_at - time.time())))
+
     def _buckets(
         self, client_id: str, address: str
-    ) -> tuple[tuple[str, RateLimitItemPerSecond, str], ...]:
-        return (
-            ("client", self._per_client, client_id[:_MAX_KEY_CHARS]),
-            ("address", self._per_address, address),
-        )
+    ) -> dict[str, tuple[RateLimitItemPerSecond, str]]:
+        return {
+            "client id": (self._per_client, client_id[:_MAX_KEY_CHARS]),
+            "address": (self._per_address, address),
+        }
