@@ -2,9 +2,9 @@
 secret checks run at once.
 
 A secret check is scrypt: about 30 ms of CPU and 16 MiB of memory. Unbounded, a flood of wrong
-secrets (40 threads) ran 40 checks at once in the shared thread pool: `/predict` p50 went from
-5 ms to 271 ms and the server grew by ~500 MiB that it never gave back (the C allocator keeps
-each thread's 16 MiB for reuse). So:
+secrets (40 threads) ran 40 checks at once in the shared thread pool: `/predict` p50 was reported
+going from 5 ms to 271 ms, and the server grew by ~600 MiB that it never gave back (the C
+allocator keeps each thread's 16 MiB for reuse). So:
 
 - Failures (unknown client or wrong secret) are counted per client id and per source address
   in a moving window (`limits`, in memory: per worker process). When either count is full,
