@@ -16,6 +16,9 @@ MODEL_NAME = "sentiment"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 DEFAULT_TRAIN_CONFIG = Path("configs/train.yaml")
+# The longest lifetime a token may have: minting refuses more, verification refuses a token
+# whose `exp` lies further ahead (such an `exp` could not even be held in a datetime).
+MAX_TOKEN_TTL_SECONDS = 366 * 24 * 3600
 
 
 class ConfigError(ValueError):
@@ -57,8 +60,16 @@ class Settings(BaseSettings):
     jwt_public_key: str | None = None
     jwt_issuer: str = "sentiment-mlops"
     jwt_audience: str = "sentiment-api"
-    token_ttl_seconds: int = Field(default=3600, gt=0)
+    token_ttl_seconds: int = Field(default=3600, gt=0, le=MAX_TOKEN_TTL_SECONDS)
     oauth_clients_file: Path | None = None
+    # POST /token, per worker process: failed secrets allowed per client id and per address in
+    # a moving window before further attempts are refused (429), even with the right secret;
+    # secret checks (scrypt, ~30 ms and 16 MiB each) running at once, and waiting beyond those.
+    token_failures_per_client: int = Field(default=5, ge=1)
+    token_failures_per_address: int = Field(default=20, ge=1)
+    token_failure_window_seconds: int = Field(default=60, ge=1)
+    token_checks_concurrent: int = Field(default=2, ge=1)
+    token_checks_queued: int = Field(default=8, ge=0)
 
     def clients_file(self) -> Path:
         """OAuth2 clients (ids, hashed secrets, scopes) that may ask `POST /token` for tokens."""

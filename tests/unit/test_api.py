@@ -150,6 +150,30 @@ def test_malformed_requests_are_4xx_never_5xx(
     assert response.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("content", "status"),
+    [(b'{"text": "unterminated', 422), (b"not json", 422), (b'{"text": "caf\xe9 \xff"}', 400)],
+)
+def test_malformed_json_is_answered_before_auth(
+    api: TestClient, content: bytes, status: int
+) -> None:
+    """As README's Security section says: no token needed to learn the body is not JSON."""
+    headers = {"Content-Type": "application/json"}
+    response = anonymous(api, "POST", "/predict", content=content, headers=headers)
+    assert response.status_code == status, response.text
+
+
+def test_duplicate_json_keys_are_not_refused_the_last_wins(http: TestClient) -> None:
+    duplicated = b'{"text": "awful terrible service", "text": "Thanks for the great service"}'
+    response = http.post(
+        "/predict", content=duplicated, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["label"] == "positive"
+    first = http.post("/predict", json={"text": "awful terrible service"}).json()
+    assert first["label"] == "negative"
+
+
 def test_batch_limits(http: TestClient) -> None:
     too_many = http.post("/predict/batch", json={"texts": ["good"] * 9})
     assert too_many.status_code == 422 and "limit is 8" in too_many.text
@@ -212,6 +236,12 @@ def _signed(secret: str = SECRET, **overrides: object) -> str:
         (_signed(aud="someone-else"), 401, "invalid token"),
         (_signed(iss="someone-else"), 401, "invalid token"),
         (_signed(exp=None), 401, "invalid token"),
+        # Far-future or non-integer times once overflowed datetime: a 500 on every route.
+        (_signed(exp=10**13), 401, "exp lies more than"),
+        (_signed(exp=2**63), 401, "exp lies more than"),
+        (_signed(exp=1e308), 401, "exp claim must be an integer"),
+        (_signed(exp=str(int(time.time()) + 600)), 401, "exp claim must be an integer"),
+        (_signed(iat=float(int(time.time()))), 401, "iat claim must be an integer"),
         (_signed(scope="feedback"), 403, "predict"),
     ],
     ids=[
@@ -223,6 +253,11 @@ def _signed(secret: str = SECRET, **overrides: object) -> str:
         "wrong-audience",
         "wrong-issuer",
         "no-expiry",
+        "exp-10e13",
+        "exp-2e63",
+        "exp-1e308-float",
+        "exp-string",
+        "iat-float",
         "under-scoped",
     ],
 )

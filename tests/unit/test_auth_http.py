@@ -13,9 +13,11 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
+from sentiment_mlops.config import Settings
 from sentiment_mlops.serving.auth import require_scope, router
 from sentiment_mlops.serving.clients import ClientStore, add_client
-from sentiment_mlops.serving.deps import get_authenticator, get_clients
+from sentiment_mlops.serving.deps import get_authenticator, get_clients, get_throttle
+from sentiment_mlops.serving.throttle import TokenThrottle
 from sentiment_mlops.serving.tokens import Authenticator, Principal
 
 from .auth_setup import SECRET, UNKNOWN_ROOT, b64url, claims, settings
@@ -23,8 +25,10 @@ from .auth_setup import SECRET, UNKNOWN_ROOT, b64url, claims, settings
 
 def make_app(authenticator: Authenticator, clients: ClientStore) -> FastAPI:
     app = FastAPI()
+    throttle = TokenThrottle.from_settings(Settings())
     app.dependency_overrides[get_authenticator] = lambda: authenticator
     app.dependency_overrides[get_clients] = lambda: clients
+    app.dependency_overrides[get_throttle] = lambda: throttle
     app.include_router(router)
 
     @app.get("/protected")

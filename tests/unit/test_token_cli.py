@@ -45,3 +45,11 @@ def test_add_client_prints_a_secret_stored_only_hashed(var: Path) -> None:
     path = Settings(var_dir=var).clients_file()
     assert secret not in path.read_text()
     assert ClientStore.load(path).authenticate("nightly", secret) == {"predict"}
+
+
+def test_token_create_refuses_an_absurd_ttl_in_one_line(var: Path) -> None:
+    result = runner.invoke(app, ["token", "create", "--subject", "app", "--ttl", "1000000000000"])
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ttl_seconds 1000000000000 exceeds the maximum of 31622400")

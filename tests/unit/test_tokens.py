@@ -21,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from sentiment_mlops.config import MAX_TOKEN_TTL_SECONDS
 from sentiment_mlops.serving import tokens
 from sentiment_mlops.serving.tokens import (
     LEEWAY_SECONDS,
@@ -273,3 +274,46 @@ def test_cache_does_not_accept_a_tampered_copy_of_a_verified_token(hs256: Authen
     forged = f"{head}.{b64url(json.dumps(claims(scope='predict admin')).encode())}.{signature}"
     with pytest.raises(InvalidToken):
         hs256.verify(forged)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"exp": 10**13}, "exp lies more than"),
+        ({"exp": 2**63}, "exp lies more than"),
+        ({"exp": int(time.time()) + MAX_TOKEN_TTL_SECONDS + LEEWAY_SECONDS + 60}, "exp lies"),
+        ({"exp": 1e308}, "exp claim must be an integer"),
+        ({"exp": float(int(time.time()) + 60)}, "exp claim must be an integer"),
+        ({"exp": str(int(time.time()) + 60)}, "exp claim must be an integer"),
+        ({"iat": True}, "iat claim must be an integer"),
+        ({"iat": str(int(time.time()))}, "iat claim must be an integer"),
+        ({"iat": 1.5}, "iat claim must be an integer"),
+        ({"nbf": "0"}, "nbf claim must be an integer"),
+    ],
+)
+def test_far_future_or_non_integer_times_are_invalid_not_a_crash(
+    hs256: Authenticator, overrides: dict[str, Any], message: str
+) -> None:
+    """`datetime.fromtimestamp` overflowed on such an `exp`, a 500 for every request."""
+    token = jwt.encode(claims(**overrides), SECRET, algorithm="HS256")
+    with pytest.raises(InvalidToken, match=message):
+        hs256.verify(token)
+    with pytest.raises(InvalidToken, match=message):
+        hs256.verify(token)  # and the refusal is not cached as a success
+
+
+def test_the_longest_lived_token_is_accepted(hs256: Authenticator) -> None:
+    principal = hs256.verify(hs256.mint("svc", ["predict"], ttl_seconds=MAX_TOKEN_TTL_SECONDS))
+    assert principal.expires_at is not None
+
+
+def test_mint_refuses_absurd_lifetimes(hs256: Authenticator) -> None:
+    with pytest.raises(ValueError, match=f"exceeds the maximum of {MAX_TOKEN_TTL_SECONDS}"):
+        hs256.mint("alice", ["predict"], ttl_seconds=10**12)
+    with pytest.raises(ValueError, match="exceeds the maximum"):
+        hs256.mint("alice", ["predict"], ttl_seconds=MAX_TOKEN_TTL_SECONDS + 1)
+
+
+def test_settings_refuse_a_default_lifetime_beyond_the_maximum(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="token_ttl_seconds"):
+        settings(tmp_path, token_ttl_seconds=MAX_TOKEN_TTL_SECONDS + 1)

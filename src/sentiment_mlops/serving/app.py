@@ -30,6 +30,7 @@ from sentiment_mlops.serving.metrics import Metrics, mark_worker_dead
 from sentiment_mlops.serving.middleware import RequestContextMiddleware
 from sentiment_mlops.serving.models import ModelPool, ModelSource, NoModelLoaded
 from sentiment_mlops.serving.predictor import Predictor
+from sentiment_mlops.serving.throttle import TokenThrottle
 from sentiment_mlops.serving.tokens import Authenticator
 
 log = logging.getLogger("sentiment_mlops.serving")
@@ -88,6 +89,7 @@ async def _start(settings: Settings, source: ModelSource | None, metrics: Metric
         predictor=Predictor(metrics),
         authenticator=authenticator,
         clients=ClientStore.load(settings.clients_file()),
+        throttle=TokenThrottle.from_settings(settings),
     )
 
 
@@ -109,6 +111,7 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
+            services.throttle.close()
             mark_worker_dead()
 
     app = FastAPI(

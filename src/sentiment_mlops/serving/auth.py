@@ -2,14 +2,15 @@
 
 Clients trade their id and secret for a short-lived token at `POST /token` (the OAuth2
 client-credentials grant, RFC 6749 §4.4); protected routes check that token with
-`require_scope`. What a token is lives in `serving.tokens` and who the clients are in
-`serving.clients`; this is the only auth module that may import FastAPI or Starlette, and
-neither of those modules may import it.
+`require_scope`. What a token is lives in `serving.tokens`, who the clients are in
+`serving.clients`, and how hard `/token` may be pushed in `serving.throttle`; this is the only
+auth module that may import FastAPI or Starlette, and none of those modules may import it.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Literal
 from urllib.parse import parse_qs, unquote_plus
@@ -19,9 +20,10 @@ from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
 from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 
-from sentiment_mlops.serving.deps import AuthenticatorDep, ClientsDep
+from sentiment_mlops.serving.clients import ClientStore
+from sentiment_mlops.serving.deps import AuthenticatorDep, ClientsDep, ThrottleDep
+from sentiment_mlops.serving.throttle import ChecksBusy, LockedOut, TokenThrottle
 from sentiment_mlops.serving.tokens import (
     ANONYMOUS,
     SCOPE_DESCRIPTIONS,
@@ -108,14 +110,19 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 class _GrantError(Exception):
-    def __init__(self, status: int, error: str, description: str) -> None:
+    def __init__(
+        self, status: int, error: str, description: str, retry_after: int | None = None
+    ) -> None:
         super().__init__(description)
         self.status, self.error, self.description = status, error, description
+        self.retry_after = retry_after
 
     def response(self) -> JSONResponse:
         headers = dict(_NO_STORE)
         if self.status == 401:
             headers["WWW-Authenticate"] = 'Basic realm="token"'
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(self.retry_after)
         body = {"error": self.error, "error_description": self.description}
         return JSONResponse(body, status_code=self.status, headers=headers)
 
@@ -157,16 +164,26 @@ router = APIRouter(tags=["auth"])
     responses={
         400: {"model": OAuthErrorResponse, "description": "Malformed request or scope"},
         401: {"model": OAuthErrorResponse, "description": "Unknown client or wrong secret"},
-        503: {"model": OAuthErrorResponse, "description": "This server cannot issue tokens"},
+        429: {
+            "model": OAuthErrorResponse,
+            "description": "Too many failed attempts for this client id or from this address; "
+            "refused even with the right secret until Retry-After seconds have passed",
+        },
+        503: {
+            "model": OAuthErrorResponse,
+            "description": "This server cannot issue tokens, or is busy checking other secrets "
+            "(see Retry-After)",
+        },
     },
     openapi_extra=_TOKEN_REQUEST,
 )
 async def issue_token(
-    request: Request, store: ClientsDep, authenticator: AuthenticatorDep
+    request: Request, store: ClientsDep, authenticator: AuthenticatorDep, throttle: ThrottleDep
 ) -> JSONResponse:
     """Trade a client's id and secret (form body or HTTP Basic) for a bearer token.
 
     Implements RFC 6749 §4.4; errors are RFC 6749 §5.2 JSON objects, never server errors.
+    Failed secrets lock the client id (and the address) out for a while; see `serving.throttle`.
     """
     try:
         form = await _read_form(request)
@@ -176,9 +193,8 @@ async def issue_token(
         if grant_type != "client_credentials":
             raise _GrantError(400, "unsupported_grant_type", "only client_credentials is supported")
         client_id, secret = _client_credentials(request, form)
-        allowed = await run_in_threadpool(store.authenticate, client_id, secret)
-        if allowed is None:
-            raise _GrantError(401, "invalid_client", "unknown client or wrong secret")
+        address = request.client.host if request.client else "unknown"
+        allowed = await _check_secret(throttle, store, client_id, secret, address)
         granted = frozenset(form.get("scope", "").split()) or allowed
         if not granted <= allowed:
             raise _GrantError(
@@ -199,6 +215,24 @@ async def issue_token(
         scope=" ".join(sorted(granted)),
     )
     return JSONResponse(body.model_dump(), headers=_NO_STORE)
+
+
+async def _check_secret(
+    throttle: TokenThrottle, store: ClientStore, client_id: str, secret: str, address: str
+) -> frozenset[str]:
+    """The client's scopes, if not locked out, a check is free, and the secret is right."""
+    check = functools.partial(store.authenticate, client_id, secret)
+    try:
+        allowed = await throttle.check(client_id, address, check)
+    except LockedOut as exc:
+        raise _GrantError(429, "temporarily_unavailable", str(exc), exc.retry_after) from exc
+    except ChecksBusy as exc:
+        raise _GrantError(
+            503, "temporarily_unavailable", "busy checking other secrets; retry", retry_after=1
+        ) from exc
+    if allowed is None:
+        raise _GrantError(401, "invalid_client", "unknown client or wrong secret")
+    return allowed
 
 
 async def _read_form(request: Request) -> dict[str, str]:

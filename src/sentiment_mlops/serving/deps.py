@@ -20,6 +20,7 @@ from sentiment_mlops.serving.metrics import Metrics
 from sentiment_mlops.serving.middleware import AccessRecord
 from sentiment_mlops.serving.models import ModelPool
 from sentiment_mlops.serving.predictor import Predictor
+from sentiment_mlops.serving.throttle import TokenThrottle
 from sentiment_mlops.serving.tokens import Authenticator
 
 
@@ -33,6 +34,7 @@ class Services:
     predictor: Predictor
     authenticator: Authenticator
     clients: ClientStore
+    throttle: TokenThrottle
     draining: bool = False
 
 
@@ -70,6 +72,10 @@ async def get_clients(services: ServicesDep) -> ClientStore:
     return services.clients
 
 
+async def get_throttle(services: ServicesDep) -> TokenThrottle:
+    return services.throttle
+
+
 async def get_access_record(request: Request) -> AccessRecord:
     return AccessRecord.of(request.scope)
 
@@ -80,4 +86,5 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 AuthenticatorDep = Annotated[Authenticator, Depends(get_authenticator)]
 ClientsDep = Annotated[ClientStore, Depends(get_clients)]
+ThrottleDep = Annotated[TokenThrottle, Depends(get_throttle)]
 AccessRecordDep = Annotated[AccessRecord, Depends(get_access_record)]

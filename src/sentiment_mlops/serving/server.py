@@ -29,7 +29,9 @@ def prepare_environment(settings: Settings) -> None:
 
 
 def usage_hint(settings: Settings) -> str:
-    """A curl command that works as pasted, with a fresh token when the server signs them."""
+    """A curl command that works as pasted: with a fresh token only when the server signs with
+    the generated development secret (local use). With a real key configured no token is
+    printed, since stderr may end up in shared logs and a token there works for anyone."""
     from sentiment_mlops.serving.tokens import AuthConfigError, Authenticator
 
     host = "127.0.0.1" if settings.host in {"0.0.0.0", "::", ""} else settings.host
@@ -40,15 +42,22 @@ def usage_hint(settings: Settings) -> str:
     if settings.auth_disabled:
         return "\n".join([*lines, "Try:", f"  {command}"])
     try:
-        token = Authenticator.from_settings(settings).mint(
-            "local-user", ["predict"], settings.token_ttl_seconds
-        )
+        authenticator = Authenticator.from_settings(settings)
+        if not authenticator.is_dev_secret:
+            lines += [
+                "A real signing key is configured, so no token is printed: mint tokens with "
+                "`sentiment token create --subject NAME` or get one from POST /token. Try:",
+                f"  {command} -H 'Authorization: Bearer <token>'",
+            ]
+            return "\n".join(lines)
+        token = authenticator.mint("local-user", ["predict"], settings.token_ttl_seconds)
     except (AuthConfigError, ValueError) as exc:
         lines.append(f"(no token printed: {exc}; mint one with `sentiment token create`)")
         return "\n".join(lines)
     minutes = settings.token_ttl_seconds // 60
     lines += [
-        f"Try (token valid {minutes} min; more with `sentiment token create --subject NAME`):",
+        f"Try (a token signed with the development secret, valid {minutes} min; "
+        "more with `sentiment token create --subject NAME`):",
         f"  {command} -H 'Authorization: Bearer {token}'",
     ]
     return "\n".join(lines)

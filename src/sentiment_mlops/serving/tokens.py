@@ -24,7 +24,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
-from sentiment_mlops.config import Settings
+from sentiment_mlops.config import MAX_TOKEN_TTL_SECONDS, Settings
 from sentiment_mlops.serving.private_files import write_private_file
 
 SCOPE_DESCRIPTIONS = {
@@ -37,6 +37,8 @@ LEEWAY_SECONDS = 10
 MIN_SECRET_BYTES = 32
 MIN_RSA_BITS = 2048
 _REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
+# NumericDate claims: PyJWT accepts anything `int()` takes ("123", 1e308, true); we want integers.
+_TIME_CLAIMS = ("exp", "iat", "nbf")
 # Verified tokens remembered until they expire: a client reuses its token for many requests,
 # and an HS256 check is about a seventh of a /predict request's CPU time.
 _VERIFIED_CACHE_SIZE = 4096
@@ -232,6 +234,11 @@ class Authenticator:
         ttl = self._ttl_seconds if ttl_seconds is None else ttl_seconds
         if ttl <= 0:
             raise ValueError(f"ttl_seconds must be positive, got {ttl}")
+        if ttl > MAX_TOKEN_TTL_SECONDS:
+            raise ValueError(
+                f"ttl_seconds {ttl} exceeds the maximum of {MAX_TOKEN_TTL_SECONDS} "
+                f"({MAX_TOKEN_TTL_SECONDS // 86400} days); mint a shorter-lived token"
+            )
         if self._keys.signing_key is None:
             raise AuthConfigError(
                 "minting RS256 tokens needs SENTIMENT_JWT_PRIVATE_KEY; with only the public key "
@@ -276,11 +283,23 @@ class Authenticator:
             raise ExpiredToken("token expired") from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"invalid token: {exc}") from exc
+        for name in _TIME_CLAIMS:
+            value = claims.get(name, 0)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidToken(
+                    f"invalid token: the {name} claim must be an integer (seconds since 1970)"
+                )
+        exp: int = claims["exp"]
+        if exp > time.time() + MAX_TOKEN_TTL_SECONDS + LEEWAY_SECONDS:
+            raise InvalidToken(
+                f"invalid token: exp lies more than {MAX_TOKEN_TTL_SECONDS} s "
+                f"({MAX_TOKEN_TTL_SECONDS // 86400} days) ahead, longer than any token lives"
+            )
         scope = claims.get("scope", "")
         if not isinstance(scope, str):
             raise InvalidToken("invalid token: the scope claim must be a space-separated string")
         return Principal(
             subject=claims["sub"],
             scopes=frozenset(scope.split()),
-            expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+            expires_at=datetime.fromtimestamp(exp, UTC),
         )
