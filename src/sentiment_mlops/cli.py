@@ -74,9 +74,13 @@ def _registry() -> Registry:
 
 
 def _train_and_register(
-    spec: DataSpec, config: TrainConfig, registry: Registry, alias: str | None
+    spec: DataSpec, config: TrainConfig, registry: Registry | None, alias: str | None
 ) -> tuple[TrainResult, VersionInfo]:
-    """Load, fit and register, showing progress on stderr."""
+    """Load, fit and register, showing progress on stderr.
+
+    The store is opened (`registry` None) only once there is a model to register: bad data
+    fails in a second, before MLflow is even imported, and leaves no store behind.
+    """
     from sentiment_mlops.train import fit, load_split
 
     with err.status(f"Loading {spec.describe()}"):
@@ -92,7 +96,7 @@ def _train_and_register(
         result = fit(split, config, spec)
     err.print(f"Fitted in {result.fit_seconds:.1f} s")
     with err.status("Logging and registering the model"):
-        version = registry.register_training(result, alias)
+        version = (registry or _registry()).register_training(result, alias)
     return result, version
 
 
@@ -122,8 +126,8 @@ def train(
     from sentiment_mlops.train import DataSpec
 
     with _user_errors():
-        registry = _registry()
-        if if_no_champion and (current := registry.resolve(CHAMPION)) is not None:
+        registry = _registry() if if_no_champion else None
+        if registry is not None and (current := registry.resolve(CHAMPION)) is not None:
             out.print(f"Champion is version {current}; not training (drop --if-no-champion).")
             return
         train_config = load_train_config(config)

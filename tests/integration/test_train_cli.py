@@ -32,7 +32,10 @@ def var_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None) ->
 
 
 def runs_and_versions(var: Path) -> tuple[int, int]:
-    """Every run (deleted ones too) and every registered version in the store."""
+    """Every run (deleted ones too) and every registered version in the store; none when the
+    store was never created."""
+    if not (var / "mlflow.db").exists():
+        return 0, 0
     registry = Registry(Settings(var_dir=var))
     experiments = [e.experiment_id for e in registry.client.search_experiments(ViewType.ALL)]
     runs = registry.client.search_runs(experiments, run_view_type=ViewType.ALL)
