@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -225,24 +225,30 @@ def _signed(secret: str = SECRET, **overrides: object) -> str:
     return jwt.encode({k: v for k, v in claims.items() if v is not None}, secret, "HS256")
 
 
+# Tokens are made when each test runs: the suite takes minutes, and a token made at collection
+# time could expire before its test.
 @pytest.mark.parametrize(
     ("token", "status", "message"),
     [
         (None, 401, "missing"),
-        ("not-a-jwt", 401, "invalid token"),
-        (_signed(exp=int(time.time()) - 3600), 401, "expired"),
-        (_signed(secret="another-secret-that-is-long-enough-1234567"), 401, "invalid token"),
-        (_alg_none_token(), 401, "invalid token"),
-        (_signed(aud="someone-else"), 401, "invalid token"),
-        (_signed(iss="someone-else"), 401, "invalid token"),
-        (_signed(exp=None), 401, "invalid token"),
+        (lambda: "not-a-jwt", 401, "invalid token"),
+        (lambda: _signed(exp=int(time.time()) - 3600), 401, "expired"),
+        (
+            lambda: _signed(secret="another-secret-that-is-long-enough-1234567"),
+            401,
+            "invalid token",
+        ),
+        (lambda: _alg_none_token(), 401, "invalid token"),
+        (lambda: _signed(aud="someone-else"), 401, "invalid token"),
+        (lambda: _signed(iss="someone-else"), 401, "invalid token"),
+        (lambda: _signed(exp=None), 401, "invalid token"),
         # Far-future or non-integer times once overflowed datetime: a 500 on every route.
-        (_signed(exp=10**13), 401, "exp lies more than"),
-        (_signed(exp=2**63), 401, "exp lies more than"),
-        (_signed(exp=1e308), 401, "exp claim must be an integer"),
-        (_signed(exp=str(int(time.time()) + 600)), 401, "exp claim must be an integer"),
-        (_signed(iat=float(int(time.time()))), 401, "iat claim must be an integer"),
-        (_signed(scope="feedback"), 403, "predict"),
+        (lambda: _signed(exp=10**13), 401, "exp lies more than"),
+        (lambda: _signed(exp=2**63), 401, "exp lies more than"),
+        (lambda: _signed(exp=1e308), 401, "exp claim must be an integer"),
+        (lambda: _signed(exp=str(int(time.time()) + 600)), 401, "exp claim must be an integer"),
+        (lambda: _signed(iat=float(int(time.time()))), 401, "iat claim must be an integer"),
+        (lambda: _signed(scope="feedback"), 403, "predict"),
     ],
     ids=[
         "missing",
@@ -262,12 +268,12 @@ def _signed(secret: str = SECRET, **overrides: object) -> str:
     ],
 )
 def test_bad_tokens_are_refused(
-    api: TestClient, token: str | None, status: int, message: str
+    api: TestClient, token: Callable[[], str] | None, status: int, message: str
 ) -> None:
     if token is None:
         response = anonymous(api, "POST", "/predict", json={"text": "hi there"})
     else:
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = {"Authorization": f"Bearer {token()}"}
         response = api.post("/predict", json={"text": "hi there"}, headers=headers)
     assert response.status_code == status
     assert message in response.json()["detail"]

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -276,26 +277,27 @@ def test_cache_does_not_accept_a_tampered_copy_of_a_verified_token(hs256: Authen
         hs256.verify(forged)
 
 
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        ({"exp": 10**13}, "exp lies more than"),
-        ({"exp": 2**63}, "exp lies more than"),
-        ({"exp": int(time.time()) + MAX_TOKEN_TTL_SECONDS + LEEWAY_SECONDS + 60}, "exp lies"),
-        ({"exp": 1e308}, "exp claim must be an integer"),
-        ({"exp": float(int(time.time()) + 60)}, "exp claim must be an integer"),
-        ({"exp": str(int(time.time()) + 60)}, "exp claim must be an integer"),
-        ({"iat": True}, "iat claim must be an integer"),
-        ({"iat": str(int(time.time()))}, "iat claim must be an integer"),
-        ({"iat": 1.5}, "iat claim must be an integer"),
-        ({"nbf": "0"}, "nbf claim must be an integer"),
-    ],
-)
+# Claims as functions of the time the test runs (not of collection time, minutes earlier).
+TIME_CLAIMS: list[tuple[Callable[[int], dict[str, Any]], str]] = [
+    (lambda now: {"exp": 10**13}, "exp lies more than"),
+    (lambda now: {"exp": 2**63}, "exp lies more than"),
+    (lambda now: {"exp": now + MAX_TOKEN_TTL_SECONDS + LEEWAY_SECONDS + 60}, "exp lies"),
+    (lambda now: {"exp": 1e308}, "exp claim must be an integer"),
+    (lambda now: {"exp": float(now + 60)}, "exp claim must be an integer"),
+    (lambda now: {"exp": str(now + 60)}, "exp claim must be an integer"),
+    (lambda now: {"iat": True}, "iat claim must be an integer"),
+    (lambda now: {"iat": str(now)}, "iat claim must be an integer"),
+    (lambda now: {"iat": 1.5}, "iat claim must be an integer"),
+    (lambda now: {"nbf": "0"}, "nbf claim must be an integer"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), TIME_CLAIMS)
 def test_far_future_or_non_integer_times_are_invalid_not_a_crash(
-    hs256: Authenticator, overrides: dict[str, Any], message: str
+    hs256: Authenticator, overrides: Callable[[int], dict[str, Any]], message: str
 ) -> None:
     """`datetime.fromtimestamp` overflowed on such an `exp`, a 500 for every request."""
-    token = jwt.encode(claims(**overrides), SECRET, algorithm="HS256")
+    token = jwt.encode(claims(**overrides(int(time.time()))), SECRET, algorithm="HS256")
     with pytest.raises(InvalidToken, match=message):
         hs256.verify(token)
     with pytest.raises(InvalidToken, match=message):
