@@ -39,9 +39,13 @@ def shared_data() -> Path:
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No MLflow or SENTIMENT_ variables from the developer's shell leak into a test."""
+    """No MLflow, Prometheus or SENTIMENT_ variables from the developer's shell leak into a
+    test."""
     for name in list(os.environ):
-        if name.startswith("SENTIMENT_") or name == "MLFLOW_TRACKING_URI":
+        if name.startswith("SENTIMENT_") or name in {
+            "MLFLOW_TRACKING_URI",
+            "PROMETHEUS_MULTIPROC_DIR",
+        }:
             monkeypatch.delenv(name)
     yield
 

@@ -1,7 +1,9 @@
-"""Process-level behaviour: several workers sharing metrics, and graceful shutdown."""
+"""Process-level behaviour: several workers sharing metrics, a worker's death, and graceful
+shutdown."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import time
@@ -10,15 +12,21 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sklearn.pipeline import Pipeline
 
+from sentiment_mlops.config import Settings
+from sentiment_mlops.registry import Registry
+
 from ..apps import mint
-from .server import register_into, start_server
+from .server import register_into, serving, start_server, wait_for, worker_pids
 
 
 @pytest.fixture(scope="module")
 def var(tmp_path_factory: pytest.TempPathFactory, default_model: Pipeline) -> Path:
+    """Version 1 (champion) and version 2, the same model, to promote."""
     var = tmp_path_factory.mktemp("procs") / "var"
+    register_into(var, default_model)
     register_into(var, default_model)
     return var
 
@@ -31,6 +39,15 @@ def metric_sum(text: str, name: str, **labels: str) -> float:
         if all(f'{k}="{v}"' in line for k, v in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    return [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
 
 
 def test_two_workers_count_every_request_once(var: Path, tmp_path: Path) -> None:
@@ -100,3 +117,42 @@ def test_sigterm_drains_then_finishes_requests_in_flight(var: Path, tmp_path: Pa
     srv.proc.wait(timeout=30)
     srv.stop()
     assert any(r.get("msg") == "SIGTERM: draining" for r in srv.log_records())
+
+
+def test_a_killed_worker_is_logged_counted_and_forgotten_by_live_gauges(
+    var: Path, tmp_path: Path
+) -> None:
+    """A SIGKILLed worker was replaced with only "Child process [pid] died" in the log, and
+    its `model_info` stayed in /metrics: after a promotion versions 1 and 2 both showed 1."""
+    srv = start_server(var, tmp_path / "killed.log", workers=2, reload_interval_seconds=1)
+    registry = Registry(Settings(var_dir=var))
+    try:
+        srv.wait_ready()
+        wait_for("two workers serving", lambda: len(serving(srv, 1)) == 2)
+        workers = worker_pids(srv)
+        assert serving(srv, 1) == workers
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        replacement = wait_for("a replacement", lambda: worker_pids(srv) - workers)
+        wait_for("the replacement serving", lambda: replacement <= serving(srv, 1))
+        registry.promote(2, "champion")
+        live = worker_pids(srv)
+        wait_for("live workers on version 2", lambda: live <= serving(srv, 2))
+        shared = "metrics shared through a folder"
+        (folder,) = [r["folder"] for r in srv.log_records() if r.get("msg") == shared]
+        gauge_files = sorted(p.name for p in Path(folder).glob("gauge_*.db"))
+        text = httpx.get(f"{srv.url}/metrics").text
+    finally:
+        srv.stop()
+        registry.promote(1, "champion")
+    info = {labels["model_version"]: value for labels, value in samples(text, "model_info")}
+    assert info == {"1": 0.0, "2": 1.0}
+    assert gauge_files == sorted(f"gauge_livemax_{pid}.db" for pid in live)
+    assert samples(text, "server_worker_restarts_total") == [({"cause": "SIGKILL"}, 1.0)]
+    records = srv.log_records()
+    (death,) = [r for r in records if r.get("msg") == "worker died"]
+    assert death["worker_pid"] == victim and death["signal"] == "SIGKILL"
+    assert death["exit_code"] is None and death["level"] == "error"
+    (restart,) = [r for r in records if r.get("msg") == "worker restarted"]
+    assert restart["replaced_pid"] == victim and restart["restarts"] == 1
+    assert {restart["worker_pid"]} == replacement

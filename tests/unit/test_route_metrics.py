@@ -13,6 +13,7 @@ from sklearn.pipeline import Pipeline
 
 from sentiment_mlops.config import Settings
 from sentiment_mlops.serving.app import create_app
+from sentiment_mlops.serving.metrics import UNAVAILABLE_ENV
 
 from ..fakes import FakeSource
 
@@ -108,3 +109,16 @@ def test_templates_hold_behind_a_path_prefix(tmp_path: Path, default_model: Pipe
     assert counts[("GET", "/docs/static/{path}", "200")] == 1
     assert counts[("GET", "/openapi.json", "200")] == 1
     assert counts[("GET", "unmatched", "404")] == 1
+
+
+def test_metrics_without_room_for_their_files_answer_503_with_the_reason(
+    http: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the parent tells workers when the shared metrics folder has no room."""
+    monkeypatch.setenv(UNAVAILABLE_ENV, "/dev/shm/x has 0 bytes free; 2 worker(s) need 3145728")
+    response = http.get("/metrics")
+    assert response.status_code == 503
+    assert response.json()["detail"] == (
+        "metrics unavailable: /dev/shm/x has 0 bytes free; 2 worker(s) need 3145728"
+    )
+    assert http.get("/health").status_code == 200

@@ -2,31 +2,65 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
 from sentiment_mlops.config import Settings
 from sentiment_mlops.serving import server
+from sentiment_mlops.serving.connections import ConnectionLimits
+from sentiment_mlops.serving.metrics import MULTIPROC_ENV
 from sentiment_mlops.serving.tokens import Authenticator
 
 
 def test_uvicorn_builds_the_app_through_the_factory_with_a_patient_worker_healthcheck(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None
+    tmp_path: Path, clean_env: None
 ) -> None:
     """Under CPU load a spawned worker took longer than uvicorn's default 5 s to answer its
     first ping, and the parent killed and respawned workers in a loop for minutes."""
-    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-    monkeypatch.setattr(server.uvicorn, "run", lambda *a, **kw: calls.append((a, kw)))
-    server.run_server(Settings(var_dir=tmp_path, workers=2))
-    ((args, kwargs),) = calls
-    assert args == ("sentiment_mlops.serving.app:create_app",) and kwargs["factory"] is True
-    assert kwargs["workers"] == 2
-    assert kwargs["timeout_worker_healthcheck"] == 60
+    settings = Settings(var_dir=tmp_path, workers=2, keep_alive_seconds=7)
+    limits = ConnectionLimits(header_timeout=3.0, max_connections=100)
+    config = server.build_config(settings, limits)
+    assert config.app == "sentiment_mlops.serving.app:create_app" and config.factory
+    assert config.workers == 2
+    assert config.timeout_worker_healthcheck == 60
     assert Settings.model_fields["worker_healthcheck_seconds"].default >= 30
+    assert config.http == "sentiment_mlops.serving.connections:GuardedHttpToolsProtocol"
+    assert config.limits == limits and config.timeout_keep_alive == 7
+
+
+def test_a_configured_metrics_folder_is_emptied_of_a_previous_run_and_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None
+) -> None:
+    """A container restarted in the same pod finds its predecessor's files there."""
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    (folder / "gauge_livemax_12345.db").write_bytes(b"stale")
+    (folder / "notes.txt").write_text("not ours")
+    monkeypatch.setenv(MULTIPROC_ENV, str(folder))
+    with server.metrics_folder(Settings(var_dir=tmp_path, workers=2)) as shared:
+        assert shared == folder and os.environ[MULTIPROC_ENV] == str(folder)
+        assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    assert folder.is_dir()
+
+
+def test_several_workers_share_a_folder_of_their_own_removed_on_exit(
+    tmp_path: Path, clean_env: None
+) -> None:
+    with server.metrics_folder(Settings(var_dir=tmp_path, workers=2)) as shared:
+        assert shared is not None and shared.is_dir()
+        assert os.environ[MULTIPROC_ENV] == str(shared)
+        if server.MEMORY_FOLDER.is_dir():
+            assert shared.parent == server.MEMORY_FOLDER
+    assert not shared.exists() and MULTIPROC_ENV not in os.environ
+
+
+def test_one_worker_keeps_its_metrics_in_memory(tmp_path: Path, clean_env: None) -> None:
+    with server.metrics_folder(Settings(var_dir=tmp_path, workers=1)) as shared:
+        assert shared is None and MULTIPROC_ENV not in os.environ
 
 
 def _printed_token(hint: str) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import AsyncIterator
@@ -26,7 +27,7 @@ from sentiment_mlops.serving.clients import ClientStore
 from sentiment_mlops.serving.deps import Services
 from sentiment_mlops.serving.docs import install_docs
 from sentiment_mlops.serving.logs import configure_logging
-from sentiment_mlops.serving.metrics import Metrics, mark_worker_dead
+from sentiment_mlops.serving.metrics import Metrics, mark_worker_dead, multiprocess_dir
 from sentiment_mlops.serving.middleware import RequestContextMiddleware
 from sentiment_mlops.serving.models import ModelPool, ModelSource, NoModelLoaded
 from sentiment_mlops.serving.predictor import Predictor
@@ -112,7 +113,7 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
             services.throttle.close()
-            mark_worker_dead()
+            mark_worker_dead(os.getpid(), multiprocess_dir())
 
     app = FastAPI(
         title="sentiment-mlops",

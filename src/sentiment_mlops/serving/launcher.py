@@ -8,8 +8,10 @@ library so that this module adds no dependency to the serving install.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -45,19 +47,33 @@ def server_env(var: Path, **settings: object) -> dict[str, str]:
 
 
 class ServerProcess:
-    """`sentiment serve` on a free loopback port; its stdout and stderr go to `log_path`."""
+    """`sentiment serve` on a free loopback port; its stdout and stderr go to `log_path`.
 
-    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 1) -> None:
+    `max_open_files` sets the server's open-file limit (soft and hard), as a container would.
+    """
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        workers: int = 1,
+        max_open_files: int | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.log_path = log_path
         self._log = log_path.open("wb")
         command = [sys.executable, "-m", "sentiment_mlops.cli", "serve", "--host", HOST]
+        limit_open_files = None
+        if max_open_files is not None:
+            limit = (max_open_files, max_open_files)
+            limit_open_files = functools.partial(resource.setrlimit, resource.RLIMIT_NOFILE, limit)
         self.proc = subprocess.Popen(
             [*command, "--port", str(self.port), "--workers", str(workers)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
+            preexec_fn=limit_open_files,
         )
 
     def __enter__(self) -> ServerProcess:

@@ -4,11 +4,20 @@ With `PROMETHEUS_MULTIPROC_DIR` set (as `sentiment serve --workers N` does), eve
 writes its samples to files there and `/metrics` sums them over all workers, so a request
 is counted once whichever worker served it. Without it, each `Metrics` owns its registry, so
 several apps in one process (tests) do not collide.
+
+prometheus_client maps those files into memory: a write into a page the disk has no room for
+kills the worker with SIGBUS. So the folder is checked for room before workers start
+(`folder_problem`); without it the parent sets `SENTIMENT_METRICS_UNAVAILABLE` instead, workers
+record in their own memory only, and `/metrics` answers 503 with the reason.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,8 +29,16 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
+
+log = logging.getLogger("sentiment_mlops.serving.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+UNAVAILABLE_ENV = "SENTIMENT_METRICS_UNAVAILABLE"
+# Room asked for each worker's files, and for one replacement's. Measured: two workers' files
+# held 44 KiB after a short run; each file starts at 64 KiB (sparse) and doubles when full.
+FREE_BYTES_PER_WORKER = 1 << 20
+RESTARTS_FILE = "worker_restarts.json"
 # `*_created` series double the exposition and no dashboard of ours reads them.
 disable_created_metrics()
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -30,9 +47,46 @@ CONFIDENCE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 LENGTH_BUCKETS = (10, 25, 50, 100, 200, 400, 800, 1600, 3200, 6400)
 
 
+class MetricsUnavailable(RuntimeError):
+    """The metrics cannot be shown; the message says why."""
+
+
 def multiprocess_dir() -> str | None:
     """The shared metrics folder when running several workers, else None."""
     return os.environ.get(MULTIPROC_ENV) or None
+
+
+def folder_problem(folder: Path, workers: int) -> str | None:
+    """Why `folder` cannot hold the metric files of `workers` workers, or None if it can."""
+    try:
+        stats = os.statvfs(folder)
+    except OSError as exc:
+        return f"{folder}: {exc.strerror}"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder} is not writable"
+    free = stats.f_bavail * stats.f_frsize
+    needed = FREE_BYTES_PER_WORKER * (workers + 1)
+    if free < needed:
+        return f"{folder} has {free} bytes free; {workers} worker(s) need {needed}"
+    return None
+
+
+def share_through(folder: Path) -> None:
+    """Let workers started from now on share their metrics through `folder`."""
+    os.environ.pop(UNAVAILABLE_ENV, None)
+    os.environ[MULTIPROC_ENV] = str(folder)
+
+
+def make_unavailable(reason: str) -> None:
+    """Workers started from now on keep metrics in memory and answer /metrics with 503."""
+    os.environ.pop(MULTIPROC_ENV, None)
+    os.environ[UNAVAILABLE_ENV] = reason
+
+
+def clear_folder(folder: Path) -> None:
+    """Remove a previous run's metric files (prometheus_client's files and ours)."""
+    for path in [*folder.glob("*.db"), folder / RESTARTS_FILE]:
+        path.unlink(missing_ok=True)
 
 
 class Metrics:
@@ -96,16 +150,67 @@ class Metrics:
         )
 
     def exposition(self) -> tuple[bytes, str]:
-        """The text format for `/metrics`: all workers' samples when in multiprocess mode."""
+        """The text format for `/metrics`: all workers' samples when in multiprocess mode,
+        and the parent's count of restarted workers. MetricsUnavailable if the parent found
+        no room for the metric files."""
+        reason = os.environ.get(UNAVAILABLE_ENV)
+        if reason:
+            raise MetricsUnavailable(reason)
         folder = multiprocess_dir()
         if folder is None:
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged, path=folder)
+        merged.register(WorkerRestarts(Path(folder)))
         return generate_latest(merged), CONTENT_TYPE_LATEST
 
 
-def mark_worker_dead() -> None:
-    """Let live-gauges forget this worker when it exits (multiprocess mode only)."""
-    if multiprocess_dir() is not None:
-        multiprocess.mark_process_dead(os.getpid())
+def mark_worker_dead(pid: int, folder: str | Path | None) -> None:
+    """Let live gauges forget a worker that exited (multiprocess mode only); the worker calls
+    this as it stops, the parent when it finds one dead."""
+    if folder is not None:
+        multiprocess.mark_process_dead(pid, str(folder))
+
+
+class WorkerRestarts:
+    """`server_worker_restarts_total{cause}`: workers the parent replaced after they died.
+
+    The parent records no metrics of its own, and whichever worker answers /metrics must
+    report its count, so the parent writes it to `RESTARTS_FILE` in the shared folder and
+    this collector reads it back there.
+    """
+
+    def __init__(self, folder: Path | None) -> None:
+        self.path = folder / RESTARTS_FILE if folder is not None else None
+        self.counts: dict[str, int] = {}  # the parent's, as it adds them
+
+    def read(self) -> dict[str, int]:
+        if self.path is None:
+            return {}
+        try:
+            counts = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(k): int(v) for k, v in counts.items()} if isinstance(counts, dict) else {}
+
+    def add(self, cause: str) -> int:
+        """Count one restart; the new total. A count that cannot be written is logged."""
+        self.counts[cause] = self.counts.get(cause, 0) + 1
+        if self.path is not None:
+            temporary = self.path.with_suffix(".tmp")
+            try:
+                temporary.write_text(json.dumps(self.counts))
+                temporary.replace(self.path)
+            except OSError as exc:
+                log.warning("cannot record a worker restart", extra={"error": str(exc)})
+        return sum(self.counts.values())
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "server_worker_restarts",
+            "Worker processes the parent replaced after they died, by cause.",
+            labels=["cause"],
+        )
+        for cause, count in sorted(self.read().items()):
+            family.add_metric([cause], count)
+        yield family

@@ -18,6 +18,7 @@ from sentiment_mlops.serving.deps import (
     ServicesDep,
     SettingsDep,
 )
+from sentiment_mlops.serving.metrics import MetricsUnavailable
 from sentiment_mlops.serving.middleware import AccessRecord
 from sentiment_mlops.serving.models import NoModelLoaded
 from sentiment_mlops.serving.predictor import Answer
@@ -190,7 +191,15 @@ async def ready(services: ServicesDep) -> Response:
     return JSONResponse({"status": "ready", "detail": f"{model.alias} version {model.version}"})
 
 
-@router.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    include_in_schema=True,
+    responses={503: {"description": "Metrics unavailable (no room for the shared metric files)"}},
+)
 async def metrics(metrics: MetricsDep) -> Response:
-    body, content_type = metrics.exposition()
+    try:
+        body, content_type = metrics.exposition()
+    except MetricsUnavailable as exc:
+        return JSONResponse({"detail": f"metrics unavailable: {exc}"}, status_code=503)
     return Response(body, media_type=content_type)

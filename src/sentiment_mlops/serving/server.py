@@ -1,31 +1,94 @@
-"""Running the API under uvicorn: process environment, worker count, a usage hint."""
+"""Running the API under uvicorn: process environment, metrics folder, connection limits,
+the supervisor of several workers, a usage hint."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from sentiment_mlops.config import Settings
 from sentiment_mlops.runtime import configure_process
+from sentiment_mlops.serving.connections import ConnectionLimits, ServingConfig, connection_limits
 from sentiment_mlops.serving.logs import configure_logging
-from sentiment_mlops.serving.metrics import MULTIPROC_ENV
+from sentiment_mlops.serving.metrics import (
+    MULTIPROC_ENV,
+    UNAVAILABLE_ENV,
+    clear_folder,
+    folder_problem,
+    make_unavailable,
+    share_through,
+)
+from sentiment_mlops.serving.supervisor import Supervisor
+
+log = logging.getLogger("sentiment_mlops.serving.server")
 
 APP_FACTORY = "sentiment_mlops.serving.app:create_app"
 EXAMPLE_TEXT = "The crew was friendly and the flight was great"
+MEMORY_FOLDER = Path("/dev/shm")
 
 
 def prepare_environment(settings: Settings) -> None:
-    """The process environment for the workers, and a fresh shared metrics folder when there
-    are several. Workers are new processes that inherit the environment set here."""
+    """The process environment the workers inherit (they are new processes)."""
     configure_process()
-    if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):
-        folder = (settings.var_dir / "prometheus-multiproc").resolve()
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        os.environ[MULTIPROC_ENV] = str(folder)
+
+
+@contextmanager
+def metrics_folder(settings: Settings) -> Iterator[Path | None]:
+    """The folder the workers share their metrics through, emptied and checked for room; None
+    when there is none (one worker keeps its metrics in memory) or it has no room.
+
+    `PROMETHEUS_MULTIPROC_DIR` if the operator set it; else, for several workers, a folder of
+    ours in memory (`/dev/shm`), or under `var_dir` where there is none, removed on exit.
+    Without room, metrics are made unavailable (logged; /metrics says why), since a write
+    into prometheus_client's mapped files on a full disk kills the worker with SIGBUS.
+    """
+    configured = os.environ.get(MULTIPROC_ENV)
+    if configured:
+        folder, ours = Path(configured), False
+    elif settings.workers > 1:
+        folder, ours = _own_folder(settings), True
+    else:
+        yield None
+        return
+    before = {name: os.environ.get(name) for name in (MULTIPROC_ENV, UNAVAILABLE_ENV)}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        clear_folder(folder)
+        problem = folder_problem(folder, settings.workers)
+    except OSError as exc:
+        problem = f"{folder}: {exc}"
+    try:
+        if problem is None:
+            share_through(folder)
+            log.info("metrics shared through a folder", extra={"folder": str(folder)})
+            yield folder
+        else:
+            make_unavailable(problem)
+            log.error("metrics unavailable", extra={"reason": problem})
+            yield None
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if ours:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _own_folder(settings: Settings) -> Path:
+    if MEMORY_FOLDER.is_dir() and os.access(MEMORY_FOLDER, os.W_OK | os.X_OK):
+        return MEMORY_FOLDER / f"sentiment-mlops-{os.getpid()}"
+    return (settings.var_dir / "prometheus-multiproc").resolve()
 
 
 def usage_hint(settings: Settings) -> str:
@@ -63,20 +126,38 @@ def usage_hint(settings: Settings) -> str:
     return "\n".join(lines)
 
 
-def run_server(settings: Settings) -> None:
-    """Blocks until the server stops; uvicorn finishes in-flight requests on SIGTERM.
-
-    The parent process logs as JSON too, so worker deaths and restarts are on record.
-    """
-    configure_logging()
-    uvicorn.run(
+def build_config(settings: Settings, limits: ConnectionLimits) -> ServingConfig:
+    """uvicorn's configuration for `sentiment serve`: the app built by its factory in each
+    worker, our connection limits, and a patient worker healthcheck."""
+    return ServingConfig(
         APP_FACTORY,
+        limits=limits,
         factory=True,
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
         log_config=None,
         access_log=False,
+        timeout_keep_alive=settings.keep_alive_seconds,
         timeout_graceful_shutdown=30,
         timeout_worker_healthcheck=settings.worker_healthcheck_seconds,
     )
+
+
+def run_server(settings: Settings) -> None:
+    """Blocks until the server stops; uvicorn finishes in-flight requests on SIGTERM.
+
+    What `uvicorn.run` does, with our config, and our `Supervisor` for several workers. The
+    parent process logs as JSON too, so worker deaths and restarts are on record.
+    """
+    configure_logging()
+    config = build_config(settings, connection_limits(settings))
+    with metrics_folder(settings) as folder:
+        if config.workers > 1:
+            Supervisor(config, [config.bind_socket()], folder).run()
+            return
+        server = uvicorn.Server(config)
+        with suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C once it has stopped
+            server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)

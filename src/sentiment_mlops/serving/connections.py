@@ -1,0 +1,223 @@
+"""Connection limits uvicorn does not have, and the open-file headroom they are sized to.
+
+uvicorn 0.54 times out only the wait between two requests of a kept-alive connection
+(`timeout_keep_alive`): a client that connects and sends half a header is kept forever, and
+each such connection holds a file descriptor until the process has none left. Its
+`limit_concurrency` does not bound them either: it answers 503 only once a request's headers are
+complete, and it counts these half-open connections, so enough of them would turn every real
+request into a 503.
+
+`GuardedHttpToolsProtocol`, uvicorn's httptools protocol selected with `http=`, adds two limits
+per worker, both from `ConnectionLimits`:
+
+- **header timeout**: from connect (or the first byte of the next request on a kept-alive
+  connection) until the request's headers are complete; then 408 and close.
+- **connection cap**: a new connection beyond the cap closes the connection that has waited
+  longest without a request in flight (idle, or still sending its headers: 408), as nginx
+  reuses its idle connections. If every connection has a request in flight, the new one is
+  answered 503 as soon as its headers are in (uvicorn's own 503, `limit_concurrency` set to
+  0 for that connection alone); until then it is the idle one the next newcomer may close, so
+  a worker never holds more than one connection past its cap.
+
+`connection_limits` raises the soft open-file limit to the hard one and lowers the cap to fit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from sentiment_mlops.config import Settings
+
+log = logging.getLogger("sentiment_mlops.serving.connections")
+
+PROTOCOL = "sentiment_mlops.serving.connections:GuardedHttpToolsProtocol"
+# Descriptors kept for everything but client connections: a worker uses ~20 at rest (stdio,
+# the listening socket, the event loop, the parent's pipe), plus registry database
+# connections, model files while a new version loads, the metric files and connections
+# accepted in one burst before the cap acts on them.
+FD_RESERVE = 128
+REPORT_EVERY_SECONDS = 10.0
+
+_LATE = b"request headers not sent in time\n"
+REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_LATE), _LATE)
+)
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """Per worker: seconds a client has to send its request headers, connections held."""
+
+    header_timeout: float
+    max_connections: int
+
+
+class ServingConfig(uvicorn.Config):
+    """uvicorn's Config carrying our `ConnectionLimits` to the protocol, in every worker."""
+
+    def __init__(self, app: str, *, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(app, http=PROTOCOL, **kwargs)
+        self.limits = limits
+
+
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    """Raise the soft open-file limit to the hard one (workers inherit it) and keep the
+    connection cap `FD_RESERVE` descriptors below it (half of it for very low limits)."""
+    before, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft = before
+    if before != hard and hard != resource.RLIM_INFINITY:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit", extra={"error": str(exc)})
+    cap = settings.max_connections
+    if soft != resource.RLIM_INFINITY:
+        cap = min(cap, soft - min(FD_RESERVE, soft // 2))
+    fields = {
+        "soft_limit_before": before,
+        "soft_limit": soft,
+        "hard_limit": hard,
+        "fd_reserve": FD_RESERVE,
+        "max_connections": cap,
+        "header_timeout_seconds": settings.header_timeout_seconds,
+        "keep_alive_seconds": settings.keep_alive_seconds,
+    }
+    if cap < settings.max_connections:
+        log.warning("connection cap lowered to fit the open-file limit", extra=fields)
+    else:
+        log.info("connection limits per worker", extra=fields)
+    return ConnectionLimits(settings.header_timeout_seconds, cap)
+
+
+@dataclass
+class _Worker:
+    """What the connections of one worker share: the idle ones, oldest first, and the drops
+    not yet reported (one log line per `REPORT_EVERY_SECONDS` at most)."""
+
+    connections: set[Any]
+    idle: dict[GuardedHttpToolsProtocol, None] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+    reported_at: float = float("-inf")
+    report_due: bool = False
+
+    def count(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        if self.report_due:
+            return
+        wait = self.reported_at + REPORT_EVERY_SECONDS - time.monotonic()
+        if wait <= 0:
+            self.report()
+        else:
+            asyncio.get_running_loop().call_later(wait, self.report)
+            self.report_due = True
+
+    def report(self) -> None:
+        fields = {**self.dropped, "connections": len(self.connections)}
+        log.warning("connections dropped", extra=fields)
+        self.dropped = {}
+        self.reported_at = time.monotonic()
+        self.report_due = False
+
+
+# uvicorn's ServerState is the one object all connections of a worker share; ours hangs off it.
+_workers: weakref.WeakKeyDictionary[ServerState, _Worker] = weakref.WeakKeyDictionary()
+
+
+def _worker_of(state: ServerState) -> _Worker:
+    if state not in _workers:
+        _workers[state] = _Worker(state.connections)
+    return _workers[state]
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if not isinstance(config, ServingConfig):
+            raise TypeError(f"{type(self).__name__} needs a ServingConfig (serving/server.py)")
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits = config.limits
+        self.worker = _worker_of(server_state)
+        self.header_timer: asyncio.TimerHandle | None = None
+        self.request_begun = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            idlest = next(iter(self.worker.idle), None)
+            if idlest is not None:
+                idlest._drop("evicted")
+            else:  # every connection has a request in flight: uvicorn answers 503 to this one
+                self.limit_concurrency = 0
+                self.worker.count("refused")
+        self._await_headers()
+        self.worker.idle[self] = None
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.request_begun = True
+        if self.header_timer is None:
+            self._await_headers()
+
+    def on_headers_complete(self) -> None:
+        self.request_begun = False
+        self._stop_waiting()
+        self.worker.idle.pop(self, None)
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and not self._busy():
+            self.worker.idle[self] = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_waiting()
+        self.worker.idle.pop(self, None)
+        super().connection_lost(exc)
+
+    def _busy(self) -> bool:
+        """A request of this connection is being answered."""
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _await_headers(self) -> None:
+        self.header_timer = self.loop.call_later(self.limits.header_timeout, self._headers_late)
+
+    def _stop_waiting(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def _headers_late(self) -> None:
+        self.header_timer = None
+        if self.transport.is_closing():
+            return
+        if self._busy():  # a pipelined request is being answered: close once it is
+            self.cycle.keep_alive = False
+            return
+        self._drop("header_timeout")
+
+    def _drop(self, reason: str) -> None:
+        """Close a connection with no request in flight; 408 if a request had begun."""
+        self._stop_waiting()
+        self.worker.idle.pop(self, None)
+        if self.request_begun:
+            self.transport.write(REQUEST_TIMEOUT)
+        self.transport.close()
+        self.connections.discard(self)  # its slot is free now, not once the loop gets to it
+        self.worker.count(reason)
