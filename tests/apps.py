@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from sentiment_mlops.config import Settings
@@ -16,6 +19,8 @@ from sentiment_mlops.serving.logs import JsonFormatter
 from sentiment_mlops.serving.tokens import Authenticator
 
 SECRET = "integration-tests-secret-0123456789abcdef"
+
+T = TypeVar("T")
 
 
 def api_settings(var: Path, **overrides: Any) -> Settings:
@@ -52,15 +57,43 @@ class _Records(logging.Handler):
 
 
 @contextmanager
-def captured_logs(name: str = "sentiment_mlops.serving") -> Iterator[list[dict[str, Any]]]:
+def captured_logs(
+    name: str = "sentiment_mlops.serving", level: int = logging.INFO
+) -> Iterator[list[dict[str, Any]]]:
     """The JSON log lines `name` (and its children) write while the block runs, as dicts.
 
-    Attached below the package logger, whose handlers the app replaces when it starts.
+    Attached below the package logger, whose handlers the app replaces when it starts; from
+    `level` up (INFO, as the server logs), even where no app has configured the level.
     """
     handler = _Records()
     logger = logging.getLogger(name)
+    previous = logger.level
     logger.addHandler(handler)
+    logger.setLevel(level)
     try:
         yield handler.lines
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
+def eventually(check: Callable[[], T], what: str, timeout: float = 30.0) -> T:
+    """The first truthy value of `check()`, polled; AssertionError naming `what` if none came
+    within `timeout` seconds (a generous bound: the point is "not never", not speed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g} s (last: {value!r})")
+        time.sleep(0.01)
+
+
+@contextmanager
+def ready_client(app: FastAPI, **client_args: Any) -> Iterator[TestClient]:
+    """The app started in a TestClient, once `/ready` answers 200: the model pool loads in
+    the background, so the app starts (and answers /health) before its model is loaded."""
+    with TestClient(app, **client_args) as client:
+        eventually(lambda: client.get("/ready").status_code == 200, "the app became ready")
+        yield client

@@ -1,8 +1,9 @@
 """Stand-ins for the registry where the registry is not what a test is about.
 
 `FakeSource` is a `ModelSource` over in-memory pipelines: aliases point at versions, and
-every failure the model pool must survive (registry unreachable, download error) can be
-switched on. `Misbehaving` is a "pipeline" whose probabilities are wrong in a chosen way.
+every failure the model pool must survive (registry unreachable, download error, a call
+that hangs) can be switched on. `Misbehaving` is a "pipeline" whose probabilities are wrong in
+a chosen way.
 """
 
 from __future__ import annotations
@@ -26,10 +27,16 @@ class FakeSource:
         self.resolve_error: Exception | None = None
         self.load_errors: dict[int, Exception] = {}
         self.loads: list[int] = []
+        self.resolves = 0
+        self.before_resolve: Callable[[str], None] | None = None
         self.before_load: Callable[[int], None] | None = None
         self._lock = threading.Lock()
 
     def resolve(self, alias: str) -> int | None:
+        with self._lock:
+            self.resolves += 1
+        if self.before_resolve is not None:
+            self.before_resolve(alias)
         if self.resolve_error is not None:
             raise self.resolve_error
         return self.aliases.get(alias)

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1)
     model_alias: str = CHAMPION
     reload_interval_seconds: float = Field(default=30.0, gt=0)
+    # How long one registry call (resolving an alias, fetching and verifying a version) may
+    # take before the server reports it as timed out; also the database driver's connect and
+    # statement timeouts, so a call stuck on a frozen store ends on its own.
+    registry_timeout_seconds: float = Field(default=10.0, gt=0)
     max_text_chars: int = Field(default=5000, gt=0)
     max_batch_size: int = Field(default=256, gt=0)
     max_body_bytes: int = Field(default=1_000_000, gt=0)

@@ -4,6 +4,11 @@ This is the only module that imports mlflow. Everything goes through an explicit
 `MlflowClient` bound to the configured store, so two registries never share global state.
 A model is saved with skops, its SHA-256 recorded on the model version, and checked again
 before any byte of it is deserialised.
+
+Reading tells "there is no such thing" (None, or RegistryError) from "the store cannot say"
+(RegistryUnavailable): a database that refuses connections, times out or is locked is never
+reported as a missing alias. The database driver gets connect and statement timeouts, and
+MLflow's client is only built once the database answers.
 """
 
 from __future__ import annotations
@@ -11,10 +16,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,15 +33,22 @@ from typing import TYPE_CHECKING, Any
 import mlflow.artifacts
 import sklearn
 import skops.io
+import sqlalchemy
 import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.models.signature import ModelSignature
+from mlflow.protos.databricks_pb2 import (
+    RESOURCE_DOES_NOT_EXIST,
+    TEMPORARILY_UNAVAILABLE,
+    ErrorCode,
+)
 from mlflow.pyfunc import add_to_model
 from mlflow.types.schema import ColSpec, Schema
 from sklearn.pipeline import Pipeline
+from sqlalchemy.engine import make_url
 
 from sentiment_mlops.checksums import file_sha256
 from sentiment_mlops.config import CHAMPION, Settings
@@ -59,6 +73,22 @@ LIBRARIES = (
     "sentiment-mlops",
 )
 _DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "file")
+_SQLALCHEMY_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+_DOES_NOT_EXIST = ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
+_UNAVAILABLE = ErrorCode.Name(TEMPORARILY_UNAVAILABLE)
+# What a failed store call raises: MlflowException, or SQLAlchemy's own errors, which escape
+# MLflow while it builds its engine.
+_STORE_ERRORS = (MlflowException, sqlalchemy.exc.SQLAlchemyError)
+# Causes that mean the store could not be reached or did not answer: refused or dropped
+# connections, the driver's connect and statement timeouts, a locked database, a full pool,
+# and the socket errors under an HTTP store's MlflowException.
+_UNREACHABLE = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 class RegistryError(RuntimeError):
@@ -67,6 +97,14 @@ class RegistryError(RuntimeError):
 
 class IntegrityError(RegistryError):
     """A model artifact does not match the hash recorded when it was registered."""
+
+
+class RegistryUnavailable(RegistryError, ConnectionError):
+    """The store could not be reached or did not answer in time; the same call may work later.
+
+    Also a `ConnectionError`: that is how the serving model pool, which does not import this
+    module (nor so mlflow), tells "unreachable" from a refused version.
+    """
 
 
 @dataclass(frozen=True)
@@ -110,13 +148,45 @@ class Registry:
     def __init__(self, settings: Settings) -> None:
         self.name = settings.model_name
         self.tracking_uri = settings.tracking_uri()
+        self._store_uri = with_driver_timeouts(self.tracking_uri, settings.registry_timeout_seconds)
         self._artifact_location = settings.artifact_location()
         if self.tracking_uri.startswith("sqlite:///"):
             Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
                 parents=True, exist_ok=True
             )
         logging.getLogger("mlflow").setLevel(logging.WARNING)
-        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        self._client: MlflowClient | None = None
+        self._connecting = threading.Lock()
+
+    @property
+    def client(self) -> MlflowClient:
+        """MLflow's client for the store, built on first use: building a `Registry` never
+        waits for the store, so a server can start while its database is down."""
+        with self._connecting:
+            if self._client is None:
+                self._client = self._connect()
+            return self._client
+
+    def _connect(self) -> MlflowClient:
+        """Check that a database store answers, then build MLflow's client over it.
+
+        MLflow creates its SQLAlchemy engine in `MlflowClient()` (and again for the registry
+        on first use) through `create_sqlalchemy_engine_with_retry`, which retries a refused
+        connection 10 times over ~100 s, writing a warning each time, before raising. One
+        connection attempt of our own, with the driver's timeouts, fails in milliseconds.
+        """
+        if _scheme(self._store_uri) in _SQLALCHEMY_SCHEMES:
+            engine = sqlalchemy.create_engine(self._store_uri, poolclass=sqlalchemy.pool.NullPool)
+            try:
+                engine.connect().close()
+            except sqlalchemy.exc.SQLAlchemyError as exc:
+                raise _failure(exc, "cannot connect to the registry") from exc
+            finally:
+                engine.dispose()
+        try:
+            return MlflowClient(tracking_uri=self._store_uri, registry_uri=self._store_uri)
+        except _STORE_ERRORS as exc:
+            raise _failure(exc, "cannot open the registry") from exc
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -125,7 +195,7 @@ class Registry:
         if experiment is not None:
             return str(experiment.experiment_id)
         location = None
-        if self.tracking_uri.split(":", 1)[0].split("+", 1)[0] in _DATABASE_SCHEMES:
+        if _scheme(self.tracking_uri) in _DATABASE_SCHEMES:
             self._artifact_location.mkdir(parents=True, exist_ok=True)
             location = self._artifact_location.as_uri()
         try:
@@ -262,8 +332,10 @@ class Registry:
     def _history(self) -> list[int]:
         try:
             model = self.client.get_registered_model(self.name)
-        except MlflowException:
-            return []
+        except _STORE_ERRORS as exc:
+            if _does_not_exist(exc):
+                return []
+            raise _failure(exc, "cannot read the champion history") from exc
         return [int(v) for v in json.loads(model.tags.get(HISTORY_TAG, "[]"))]
 
     def _set_history(self, history: list[int]) -> None:
@@ -272,11 +344,20 @@ class Registry:
     # -- reading -----------------------------------------------------------------------------
 
     def resolve(self, alias: str) -> int | None:
-        """The version an alias points at, or None when the alias (or model) does not exist."""
+        """The version an alias points at, or None when the alias (or model) does not exist.
+
+        RegistryUnavailable when the store cannot be reached or does not answer in time.
+        (The aliases are read from the registered model: a missing alias is then a missing
+        key, where `get_model_version_by_alias` raises the same error code as a bad name.)
+        """
         try:
-            return int(self.client.get_model_version_by_alias(self.name, alias).version)
-        except MlflowException:
-            return None
+            aliases = self.client.get_registered_model(self.name).aliases
+        except _STORE_ERRORS as exc:
+            if _does_not_exist(exc):
+                return None
+            raise _failure(exc, f"cannot resolve alias '{alias}'") from exc
+        version = aliases.get(alias)
+        return None if version is None else int(version)
 
     def version(self, version: int) -> VersionInfo:
         """Details of one version; RegistryError if it does not exist."""
@@ -285,16 +366,20 @@ class Registry:
     def _model_version(self, version: int) -> Any:
         try:
             return self.client.get_model_version(self.name, str(version))
-        except MlflowException as exc:
-            raise RegistryError(f"model '{self.name}' has no version {version}") from exc
+        except _STORE_ERRORS as exc:
+            if _does_not_exist(exc):
+                raise RegistryError(f"model '{self.name}' has no version {version}") from exc
+            raise _failure(exc, f"cannot read version {version}") from exc
 
     def versions(self) -> list[VersionInfo]:
         """All versions, newest first."""
         try:
             found = self.client.search_model_versions(f"name='{self.name}'")
             aliases = self.client.get_registered_model(self.name).aliases
-        except MlflowException:
-            return []
+        except _STORE_ERRORS as exc:
+            if _does_not_exist(exc):
+                return []
+            raise _failure(exc, "cannot list versions") from exc
         by_version: dict[str, list[str]] = {}
         for alias, version in aliases.items():
             by_version.setdefault(str(version), []).append(alias)
@@ -306,8 +391,9 @@ class Registry:
         if mv.run_id:
             try:
                 metrics = dict(self.client.get_run(mv.run_id).data.metrics)
-            except MlflowException:
-                metrics = {}
+            except _STORE_ERRORS as exc:
+                if not _does_not_exist(exc):
+                    raise _failure(exc, f"cannot read run {mv.run_id}") from exc
         return VersionInfo(
             version=int(mv.version),
             aliases=sorted(aliases if aliases is not None else mv.aliases or []),
@@ -343,7 +429,7 @@ class Registry:
                 local = mlflow.artifacts.download_artifacts(
                     artifact_uri=f"{mv.source}/{MODEL_FILE}",
                     dst_path=tmp,
-                    tracking_uri=self.tracking_uri,
+                    tracking_uri=self._store_uri,
                 )
             except (MlflowException, OSError) as exc:
                 raise RegistryError(
@@ -358,6 +444,72 @@ class Registry:
                 )
             pipeline = _load_model(path)
         return LoadedModel(pipeline, version, expected, mv.run_id or "")
+
+
+def _scheme(uri: str) -> str:
+    """The store kind a URI names: `postgresql` for `postgresql+psycopg2://…`."""
+    return uri.split(":", 1)[0].split("+", 1)[0]
+
+
+def with_driver_timeouts(uri: str, seconds: float) -> str:
+    """`uri` with the database driver's own timeouts added where the URI does not set them.
+
+    A thread waiting on a frozen database cannot be interrupted; these make the driver give
+    up instead. MLflow builds its engine from the URI alone (its `MLFLOW_SQLALCHEMYSTORE_*`
+    variables set pool options, not driver ones), so the URI's query is the one way in:
+    - PostgreSQL (psycopg2, psycopg): libpq's `connect_timeout` (whole seconds, at least 2)
+      and a server-side `statement_timeout`, which also bounds waiting for a lock. (A server
+      that is stopped outright cannot cancel anything: then only the caller's timeout helps.)
+    - MySQL (PyMySQL, mysqlclient): `connect_timeout`, `read_timeout`, `write_timeout`.
+    - SQLite: nothing to add. MLflow runs `PRAGMA busy_timeout = 20000` at the start of every
+      session (`mlflow/store/db/utils.py`), replacing the driver's `timeout`, so a locked
+      file makes each statement wait up to 20 s; the server's own timeout answers first.
+    Other stores are left as they are.
+    """
+    if _scheme(uri) not in ("postgresql", "mysql"):
+        return uri
+    url = make_url(uri)
+    whole = str(max(2, math.ceil(seconds)))
+    query = dict(url.query)
+    if url.get_backend_name() == "postgresql" and url.get_driver_name() in ("psycopg2", "psycopg"):
+        query.setdefault("connect_timeout", whole)
+        options = str(query.get("options", ""))
+        if "statement_timeout" not in options:
+            timeout = f"-c statement_timeout={math.ceil(seconds * 1000)}"
+            query["options"] = f"{options} {timeout}".strip()
+    elif url.get_backend_name() == "mysql":
+        for key in ("connect_timeout", "read_timeout", "write_timeout"):
+            query.setdefault(key, whole)
+    return url.set(query=query).render_as_string(hide_password=False)
+
+
+def _does_not_exist(exc: BaseException) -> bool:
+    return isinstance(exc, MlflowException) and exc.error_code == _DOES_NOT_EXIST
+
+
+def _failure(exc: BaseException, doing: str) -> RegistryError:
+    """The error to raise for a failed store call: RegistryUnavailable when `exc`, or what
+    caused it, says the store could not be reached or did not answer; else RegistryError."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for cause in chain:
+        if isinstance(cause, _UNREACHABLE):
+            return RegistryUnavailable(f"registry unreachable: {_first_line(cause)}")
+    for cause in chain:
+        if isinstance(cause, MlflowException) and cause.error_code == _UNAVAILABLE:
+            return RegistryUnavailable(f"registry unreachable: {_first_line(cause)}")
+    return RegistryError(f"{doing}: {_first_line(exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of the driver's own message (SQLAlchemy adds a prefix and a link)."""
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    text = str(exc.message if isinstance(exc, MlflowException) else exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
 def _param_value(value: Any) -> str:

@@ -20,7 +20,7 @@ from sklearn.pipeline import Pipeline
 from sentiment_mlops.serving.app import create_app
 from sentiment_mlops.serving.clients import add_client
 
-from ..apps import SECRET, api_settings, bearer, captured_logs, mint
+from ..apps import SECRET, api_settings, bearer, captured_logs, eventually, mint, ready_client
 from ..fakes import FakeSource
 
 LIMITS = {"max_text_chars": 300, "max_batch_size": 8, "max_body_bytes": 20_000}
@@ -39,7 +39,7 @@ def client_secret(var: Path) -> str:
 @pytest.fixture(scope="module")
 def api(var: Path, default_model: Pipeline, client_secret: str) -> Iterator[TestClient]:
     app = create_app(api_settings(var, **LIMITS), FakeSource({1: default_model}, {"champion": 1}))
-    with TestClient(app, headers=bearer("predict")) as client:
+    with ready_client(app, headers=bearer("predict")) as client:
         yield client
 
 
@@ -102,7 +102,7 @@ def test_large_batch_is_scored_off_the_event_loop_with_the_same_numbers(
 ) -> None:
     texts = [f"{text} #{i}" for i in range(40) for text in TEXTS[:1]]
     app = create_app(api_settings(var), FakeSource({1: default_model}, {"champion": 1}))
-    with TestClient(app, headers=bearer("predict")) as client:
+    with ready_client(app, headers=bearer("predict")) as client:
         response = client.post("/predict/batch", json={"texts": texts})
     assert response.status_code == 200
     got = [p["probabilities"]["positive"] for p in response.json()["predictions"]]
@@ -363,7 +363,7 @@ def test_auth_disabled_needs_no_token_and_logs_texts_when_asked(
 ) -> None:
     settings = api_settings(var, auth_disabled=True, log_texts=True)
     app = create_app(settings, FakeSource({1: default_model}, {"champion": 1}))
-    with captured_logs() as lines, TestClient(app) as client:
+    with captured_logs() as lines, ready_client(app) as client:
         response = client.post("/predict/batch", json={"texts": ["great crew", "awful seat"]})
     assert response.status_code == 200
     assert any(r["level"] == "warning" and "DISABLED" in r["msg"] for r in lines)
@@ -373,11 +373,13 @@ def test_auth_disabled_needs_no_token_and_logs_texts_when_asked(
 
 def test_no_model_yet_means_503_and_not_ready(var: Path, default_model: Pipeline) -> None:
     app = create_app(api_settings(var), FakeSource({1: default_model}, {}))
+    reason = "no verified 'champion' model is loaded yet: alias 'champion' not set in the registry"
     with TestClient(app, headers=bearer("predict")) as client:
+        eventually(lambda: client.get("/ready").json()["detail"] == reason, "the reason given")
         ready = client.get("/ready")
         predict = client.post("/predict", json={"text": "great"})
-    assert ready.status_code == 503 and "no verified 'champion' model" in ready.json()["detail"]
-    assert predict.status_code == 503 and "no verified 'champion' model" in predict.json()["detail"]
+    assert ready.status_code == 503 and ready.json()["detail"] == reason
+    assert predict.status_code == 503 and predict.json()["detail"] == reason
 
 
 def test_tokens_minted_by_the_cli_helper_are_accepted(http: TestClient) -> None:

@@ -8,14 +8,13 @@ from collections.abc import Iterator
 import pytest
 import schemathesis
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from sklearn.pipeline import Pipeline
 
 from sentiment_mlops.serving.app import create_app
 
-from ..apps import api_settings, mint
+from ..apps import api_settings, mint, ready_client
 from ..fakes import FakeSource
 
 
@@ -28,7 +27,7 @@ def started_app(
         api_settings(var, max_batch_size=16, max_text_chars=2000),
         FakeSource({1: default_model}, {"champion": 1}),
     )
-    with TestClient(app):  # runs the lifespan: keys, model pool, services
+    with ready_client(app):  # runs the lifespan (keys, model pool, services); the model loaded
         yield app
 
 

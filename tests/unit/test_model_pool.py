@@ -1,9 +1,11 @@
-"""The model pool in process: what it refuses, what it keeps serving, and how it swaps."""
+"""The model pool in process: what it refuses, what it keeps serving, how it swaps, and how
+it reports a registry that is down, frozen or missing the alias."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from sentiment_mlops.serving.app import create_app
 from sentiment_mlops.serving.metrics import Metrics
 from sentiment_mlops.serving.models import ModelPool, NoModelLoaded
 
-from ..apps import api_settings, bearer, captured_logs
+from ..apps import api_settings, bearer, captured_logs, eventually, ready_client
 from ..fakes import FakeSource, Gated, Misbehaving
 
 CLASSES = ("negative", "positive")
@@ -25,7 +27,7 @@ CLASSES = ("negative", "positive")
 
 def _pool(source: FakeSource) -> tuple[ModelPool, Metrics]:
     metrics = Metrics()
-    return ModelPool(source, ["champion"], metrics), metrics
+    return ModelPool(source, ["champion"], metrics, timeout_seconds=10), metrics
 
 
 def _sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -115,18 +117,158 @@ def test_registry_unreachable_keeps_serving(default_model: Pipeline) -> None:
     source = FakeSource({1: default_model}, {"champion": 1})
     pool, _ = _pool(source)
     asyncio.run(pool.refresh())
-    source.resolve_error = ConnectionError("registry database unreachable")
+    source.resolve_error = ConnectionError("connection refused")
     (outcome,) = asyncio.run(pool.refresh())
-    assert outcome.result == "failed" and "unreachable" in (outcome.error or "")
+    assert outcome.result == "unreachable"
+    assert outcome.error == "registry unreachable: connection refused"
     assert pool.answering().version == 1
+
+
+def test_unreachable_missing_and_back_are_told_apart_logged_once_each_and_counted(
+    default_model: Pipeline,
+) -> None:
+    """The registry going down was reported as "missing", unlogged and uncounted, while MLflow
+    wrote tracebacks; now each state is its own result, one log line when it starts or ends."""
+    source = FakeSource({1: default_model}, {})
+    pool, metrics = _pool(source)
+    source.resolve_error = ConnectionError("connection refused")
+    with captured_logs() as lines:
+        results = [asyncio.run(pool.refresh())[0].result for _ in range(3)]
+        source.resolve_error = None
+        results += [asyncio.run(pool.refresh())[0].result for _ in range(2)]
+        source.aliases["champion"] = 1
+        results.append(asyncio.run(pool.refresh())[0].result)
+    assert results == ["unreachable"] * 3 + ["missing"] * 2 + ["loaded"]
+    states = [(r["msg"], r.get("error")) for r in lines if "registry_state" in r]
+    assert states == [
+        ("model registry unreachable", "registry unreachable: connection refused"),
+        ("model registry answers again", None),
+    ]
+    assert all(r["alias"] == "champion" for r in lines if "registry_state" in r)
+    assert [r["msg"] for r in lines].count("alias not set in the registry") == 1
+    errors = {"operation": "resolve", "reason": "unreachable"}
+    assert _sample(metrics, "model_registry_errors_total", **errors) == 3
+    assert pool.answering().version == 1
+
+
+@pytest.mark.parametrize("operation", ["resolve", "load"])
+def test_a_frozen_registry_call_times_out_without_piling_up_and_then_recovers(
+    tmp_path: Path, default_model: Pipeline, operation: str
+) -> None:
+    """A frozen registry database made /admin/reload hang, logging nothing. Now the call that
+    hangs is answered as a timeout, the old model keeps serving, no second call is stacked
+    behind the stuck one, and once it returns the next reload swaps the new version in."""
+    source = FakeSource({1: default_model, 2: default_model}, {"champion": 1})
+    app = create_app(api_settings(tmp_path, registry_timeout_seconds=0.5), source)
+    frozen = threading.Event()
+
+    def reload() -> dict:
+        result: dict = client.post("/admin/reload").json()["results"][0]
+        return result
+
+    with ready_client(app, headers=bearer("predict", "admin")) as client, captured_logs() as lines:
+        source.aliases["champion"] = 2
+        if operation == "resolve":
+            source.before_resolve = lambda alias: frozen.wait(60)
+        else:
+            source.before_load = lambda version: frozen.wait(60)
+        calls_before = (source.resolves, len(source.loads))
+        started = time.monotonic()
+        first = reload()
+        answered_after = time.monotonic() - started
+        second = reload()
+        calls_while_stuck = (source.resolves, len(source.loads))
+        during = client.post("/predict", json={"text": "great flight"})
+        metrics = client.get("/metrics").text
+        frozen.set()
+        eventually(lambda: reload()["result"] == "loaded", "a reload once the call returned")
+        after = client.post("/predict", json={"text": "great flight"}).json()
+    stuck_version = None if operation == "resolve" else 2
+    assert (first["result"], first["version"]) == ("timeout", stuck_version)
+    assert f"did not answer the {operation} of alias 'champion' within 0.5 s" in first["error"]
+    assert answered_after < 10, "answered after the timeout, not when the call returned"
+    assert second["result"] == "timeout" and "no new call until it does" in second["error"]
+    assert calls_while_stuck == (calls_before[0] + 1, calls_before[1] + (operation == "load"))
+    assert during.status_code == 200 and during.json()["model_version"] == 1
+    assert after["model_version"] == 2
+    timeouts = {"resolve": 2.0} if operation == "resolve" else {"load": 1.0, "resolve": 1.0}
+    for counted, value in timeouts.items():  # the call skipped while stuck counts as resolve
+        assert f'model_registry_errors_total{{operation="{counted}",reason="timeout"}} {value}' in (
+            metrics
+        )
+    states = [r["msg"] for r in lines if "registry_state" in r]
+    assert states == ["model registry did not answer in time", "model registry answers again"]
+
+
+def test_health_answers_at_once_and_ready_says_why_until_the_model_is_loaded(
+    tmp_path: Path, default_model: Pipeline
+) -> None:
+    """The server did not listen while the store was unreadable: its startup waited for the
+    first load. Now /health answers at once; /ready and /predict answer 503 with the reason
+    (looking the alias up, loading the version) until the verified model is in."""
+    source = FakeSource({3: default_model}, {"champion": 3})
+    looked_up, loaded = threading.Event(), threading.Event()
+    source.before_resolve = lambda alias: looked_up.wait(60)
+    source.before_load = lambda version: loaded.wait(60)
+    app = create_app(api_settings(tmp_path, registry_timeout_seconds=60), source)
+    waiting = "no verified 'champion' model is loaded yet: "
+
+    def reason() -> str:
+        detail: str = client.get("/ready").json()["detail"]
+        return detail
+
+    with TestClient(app, headers=bearer("predict")) as client:
+        health = client.get("/health")
+        looking = (client.get("/ready").status_code, reason())
+        predict_looking = client.post("/predict", json={"text": "great"})
+        looked_up.set()
+        eventually(lambda: reason() == f"{waiting}loading version 3", "/ready says it loads")
+        predict_loading = client.post("/predict", json={"text": "great"})
+        loaded.set()
+        eventually(lambda: client.get("/ready").status_code == 200, "/ready turns 200")
+        served = client.post("/predict", json={"text": "great"})
+    assert health.status_code == 200
+    assert looking == (503, f"{waiting}looking up alias 'champion' in the registry")
+    assert predict_looking.status_code == 503
+    assert predict_looking.json()["detail"] == looking[1]
+    assert predict_loading.status_code == 503
+    assert predict_loading.json()["detail"] == f"{waiting}loading version 3"
+    assert served.status_code == 200 and served.json()["model_version"] == 3
+
+
+def test_unreachable_at_startup_is_the_reason_until_the_registry_answers(
+    tmp_path: Path, default_model: Pipeline
+) -> None:
+    source = FakeSource({1: default_model}, {"champion": 1})
+    source.resolve_error = ConnectionError("connection refused")
+    app = create_app(api_settings(tmp_path, reload_interval_seconds=0.05), source)
+    expected = (
+        "no verified 'champion' model is loaded yet: registry unreachable: connection refused"
+    )
+    with TestClient(app, headers=bearer("predict")) as client:
+        eventually(lambda: client.get("/ready").json()["detail"] == expected, "the reason given")
+        ready = client.get("/ready")
+        predict = client.post("/predict", json={"text": "great"})
+        source.resolve_error = None
+        eventually(lambda: client.get("/ready").status_code == 200, "/ready turns 200")
+        served = client.post("/predict", json={"text": "great"})
+    assert ready.status_code == 503 and ready.json() == {"status": "not ready", "detail": expected}
+    assert predict.status_code == 503 and predict.json()["detail"] == expected
+    assert served.status_code == 200
 
 
 def test_refused_at_startup_means_not_ready(tmp_path: Path) -> None:
     broken = Misbehaving(lambda n: np.full((n, 2), np.nan), CLASSES)
     app = create_app(api_settings(tmp_path), FakeSource({1: broken}, {"champion": 1}))
     with TestClient(app) as client:
+        detail = eventually(
+            lambda: "refused" in (d := client.get("/ready").json()["detail"]) and d,
+            "/ready says the version was refused",
+        )
         assert client.get("/ready").status_code == 503
         assert client.get("/health").status_code == 200
+    assert detail.startswith("no verified 'champion' model is loaded yet: version 1 refused: ")
+    assert "not finite" in detail
 
 
 def test_requests_in_flight_finish_on_the_old_model_while_new_ones_get_the_new(
@@ -142,7 +284,10 @@ def test_requests_in_flight_finish_on_the_old_model_while_new_ones_get_the_new(
     expected = default_model.predict_proba(held_texts)[:, 1]
     steady: list[tuple[int, int | None]] = []
     stop = threading.Event()
-    with TestClient(app, headers=bearer("predict", "admin")) as client, ThreadPoolExecutor(6) as ex:
+    with (
+        ready_client(app, headers=bearer("predict", "admin")) as client,
+        ThreadPoolExecutor(6) as ex,
+    ):
 
         def hold() -> tuple[int, dict]:
             response = client.post("/predict/batch", json={"texts": held_texts})

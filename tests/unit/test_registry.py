@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,14 @@ from sentiment_mlops.checksums import file_sha256
 from sentiment_mlops.config import Settings, TrainConfig
 from sentiment_mlops.data import LabelledTexts, Split
 from sentiment_mlops.model import build_pipeline
-from sentiment_mlops.registry import IntegrityError, Registry, RegistryError
+from sentiment_mlops.registry import (
+    IntegrityError,
+    Registry,
+    RegistryError,
+    RegistryUnavailable,
+    with_driver_timeouts,
+)
+from sentiment_mlops.serving.launcher import free_port
 from sentiment_mlops.train import DataSpec, fit
 
 TEXTS = ["good movie", "bad movie", "great film", "awful film", "nice one", "poor one"] * 3
@@ -111,6 +119,43 @@ def test_load_by_alias_and_number_predicts_like_the_original(registry: Registry)
 def test_load_missing_alias(registry: Registry) -> None:
     with pytest.raises(RegistryError, match="no version with alias 'champion'"):
         registry.load("champion")
+
+
+def test_a_store_that_refuses_connections_is_unavailable_not_missing(
+    tmp_path: Path, clean_env: None
+) -> None:
+    """A PostgreSQL store that refused connections was read as "alias not set" (and took
+    MLflow ~100 s of retries to say even that): now every read says the store is unreachable,
+    at once."""
+    uri = f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/sentiment"
+    started = time.monotonic()
+    registry = Registry(Settings(var_dir=tmp_path / "var", mlflow_tracking_uri=uri))
+    reads = {
+        "resolve": lambda: registry.resolve("champion"),
+        "load": lambda: registry.load("champion"),
+        "versions": registry.versions,
+    }
+    for name, read in reads.items():
+        with pytest.raises(RegistryUnavailable, match=r"^registry unreachable: .*refused") as err:
+            read()
+        assert isinstance(err.value, ConnectionError), name
+    assert time.monotonic() - started < 30, "no retries for minutes before answering"
+
+
+def test_database_uris_get_the_drivers_timeouts_unless_they_set_their_own() -> None:
+    pg = "postgresql+psycopg2://u:p%40ss@db:5432/mlflow"
+    assert with_driver_timeouts(pg, 1.5) == (
+        f"{pg}?connect_timeout=2&options=-c+statement_timeout%3D1500"
+    )
+    own = f"{pg}?connect_timeout=30&options=-c+search_path%3Dml+-c+statement_timeout%3D0"
+    assert with_driver_timeouts(own, 10) == own
+    searched = with_driver_timeouts(f"{pg}?options=-c+search_path%3Dml", 10)
+    assert searched.endswith("options=-c+search_path%3Dml+-c+statement_timeout%3D10000")
+    assert with_driver_timeouts("mysql+pymysql://u@db/mlflow", 10) == (
+        "mysql+pymysql://u@db/mlflow?connect_timeout=10&read_timeout=10&write_timeout=10"
+    )
+    for unchanged in ("sqlite:////var/mlflow.db", "http://mlflow:5000", "file:///tmp/mlruns"):
+        assert with_driver_timeouts(unchanged, 10) == unchanged
 
 
 def test_tampered_artifact_is_refused(registry: Registry, tmp_path: Path) -> None:

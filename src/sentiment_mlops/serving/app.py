@@ -1,7 +1,9 @@
 """The FastAPI application: `create_app(settings, source)` is the one way to build it.
 
 `sentiment serve` runs it through uvicorn's factory mode (`sentiment_mlops.serving.app:create_app`)
-so importing this module builds nothing; models and keys are loaded when the app starts.
+so importing this module builds nothing; keys are loaded when the app starts, and models by
+the pool in the background from then on, so the server listens even while the registry is
+down (`/health` answers, `/ready` says why it is not ready yet).
 """
 
 from __future__ import annotations
@@ -66,8 +68,8 @@ def _drain_on_sigterm(services: Services) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-async def _start(settings: Settings, source: ModelSource | None, metrics: Metrics) -> Services:
-    """Resolve keys and clients, load the served model(s): what the app needs to answer."""
+def _services(settings: Settings, source: ModelSource, metrics: Metrics) -> Services:
+    """Resolve keys and clients, and make the (still empty) model pool."""
     authenticator = Authenticator.from_settings(settings)
     if authenticator.disabled:
         log.warning("authentication is DISABLED (SENTIMENT_AUTH_DISABLED); local use only")
@@ -76,13 +78,12 @@ async def _start(settings: Settings, source: ModelSource | None, metrics: Metric
             "signing tokens with a generated development secret; set SENTIMENT_JWT_SECRET",
             extra={"secret_file": str(settings.dev_secret_file())},
         )
-    pool = ModelPool(source or _default_source(settings), [settings.model_alias], metrics)
-    for outcome in await pool.refresh():
-        if outcome.result != "loaded":
-            log.warning(
-                "no model to serve yet",
-                extra={"alias": outcome.alias, "result": outcome.result, "error": outcome.error},
-            )
+    pool = ModelPool(
+        source,
+        [settings.model_alias],
+        metrics,
+        timeout_seconds=settings.registry_timeout_seconds,
+    )
     return Services(
         settings=settings,
         metrics=metrics,
@@ -101,9 +102,14 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        model_source = source or _default_source(settings)
+        # After the registry's import: `import mlflow` gives MLflow's loggers handlers of its
+        # own, which this replaces with ours.
         configure_logging()
-        services = await _start(settings, source, metrics)
+        services = _services(settings, model_source, metrics)
         app.state.services = services
+        # The first load too runs in the background: waiting for it here kept the server from
+        # listening for as long as the registry did not answer.
         poller = asyncio.create_task(services.pool.run(settings.reload_interval_seconds))
         _drain_on_sigterm(services)
         try:

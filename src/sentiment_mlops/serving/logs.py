@@ -35,13 +35,33 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+# Libraries whose records join ours, as JSON lines, from warnings up (MLflow gives
+# `sqlalchemy.engine` a handler of its own, so it is named too).
+LIBRARY_LOGGERS = ("mlflow", "alembic", "sqlalchemy", "sqlalchemy.engine")
+# MLflow's SQL store logs the full traceback (~125 lines) of every call that fails on a
+# database error, and a warning for each retry while it builds its engine, then raises. The
+# registry turns those errors into RegistryUnavailable and the model pool logs them, once
+# per change of state; with the registry down, this logger alone flooded stderr.
+QUIET_LOGGERS = ("mlflow.store.db.utils",)
+
+
 def configure_logging(level: str = "INFO") -> None:
-    """Send our loggers and uvicorn's to stdout as JSON lines (idempotent)."""
+    """Send our loggers, uvicorn's and the libraries' to stdout as JSON lines (idempotent).
+
+    `import mlflow` sets up MLflow's loggers with a plain-text stderr handler of its own;
+    call this after it to replace that handler too.
+    """
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
-    for name in ("sentiment_mlops", "uvicorn", "uvicorn.error"):
+    levels = {
+        **dict.fromkeys(("sentiment_mlops", "uvicorn", "uvicorn.error"), level),
+        **dict.fromkeys(LIBRARY_LOGGERS, "WARNING"),
+    }
+    for name, logger_level in levels.items():
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
-        logger.setLevel(level)
+        logger.setLevel(logger_level)
         logger.propagate = False
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     logging.getLogger("uvicorn.access").disabled = True

@@ -148,6 +148,13 @@ class Metrics:
             ["variant", "result"],
             registry=r,
         )
+        self.registry_errors = Counter(
+            "model_registry_errors_total",
+            "Registry calls that failed, by operation (resolve, load) and reason (unreachable, "
+            "timeout, error); a version refused after loading counts in model_reloads_total.",
+            ["operation", "reason"],
+            registry=r,
+        )
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format for `/metrics`: all workers' samples when in multiprocess mode,

@@ -4,16 +4,25 @@ A new version is loaded, verified (hash and trusted types, in the registry), com
 warmed up off to the side; only then is the alias map replaced in one assignment. Requests
 that already hold the old `ServingModel` finish with it. A version that fails any step is
 refused, counted and logged, and the previous one keeps serving.
+
+The registry is another process's database and can be down, slow or frozen. Each call to it
+runs in a thread of its own and is waited for at most `SENTIMENT_REGISTRY_TIMEOUT_SECONDS`;
+"unreachable" and "timed out" are told apart from "alias not set" and from a refused version,
+counted, and logged once each time they start or stop. Until an alias has a model, the
+reason is kept for `/ready` and for the 503 answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 
@@ -22,6 +31,8 @@ from sentiment_mlops.serving.metrics import Metrics
 
 log = logging.getLogger("sentiment_mlops.serving.models")
 
+T = TypeVar("T")
+
 WARMUP_TEXTS = (
     "great service, thank you",
     "this was a terrible experience and I want a refund",
@@ -29,9 +40,23 @@ WARMUP_TEXTS = (
     "",
 )
 
+ReloadResultName = Literal["loaded", "unchanged", "failed", "missing", "unreachable", "timeout"]
+RegistryState = Literal["ok", "unreachable", "timeout", "error"]
+_STATE_MESSAGES: dict[RegistryState, str] = {
+    "ok": "model registry answers again",
+    "unreachable": "model registry unreachable",
+    "timeout": "model registry did not answer in time",
+    "error": "model registry call failed",
+}
+
 
 class ModelSource(Protocol):
-    """What the pool needs from the registry (so tests can hand it another store)."""
+    """What the pool needs from the registry (so tests can hand it another store).
+
+    `resolve` returns None when the alias is not set. Both raise a `ConnectionError` (the
+    registry's `RegistryUnavailable` is one) when the store cannot be reached or does not
+    answer; any other exception from `load` refuses that version.
+    """
 
     def resolve(self, alias: str) -> int | None: ...
 
@@ -43,7 +68,11 @@ class ModelRejected(RuntimeError):
 
 
 class NoModelLoaded(RuntimeError):
-    """No verified model is loaded for the alias that should answer; the message names it."""
+    """No verified model is loaded for the alias that should answer; the message says why."""
+
+
+class RegistryTimedOut(TimeoutError):
+    """A registry call took longer than the timeout, or an earlier one has still not returned."""
 
 
 @dataclass(frozen=True)
@@ -66,8 +95,17 @@ class ServingModel:
 class ReloadOutcome:
     alias: str
     version: int | None
-    result: Literal["loaded", "unchanged", "failed", "missing"]
+    result: ReloadResultName
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class _Overdue:
+    """A registry call that overran the timeout and has not returned yet."""
+
+    operation: str
+    started: float
+    future: asyncio.Future[Any]
 
 
 def _warm_up(scorer: Scorer) -> None:
@@ -85,12 +123,25 @@ def _warm_up(scorer: Scorer) -> None:
 class ModelPool:
     """Serving models by alias, swapped atomically when the registry moves an alias."""
 
-    def __init__(self, source: ModelSource, aliases: Sequence[str], metrics: Metrics) -> None:
+    def __init__(
+        self,
+        source: ModelSource,
+        aliases: Sequence[str],
+        metrics: Metrics,
+        *,
+        timeout_seconds: float,
+    ) -> None:
         self._source = source
         self.aliases = tuple(aliases)
         self._metrics = metrics
+        self._timeout = timeout_seconds
         self._models: dict[str, ServingModel] = {}
         self._lock = asyncio.Lock()
+        # Why an alias has no model yet, for /ready and 503 answers; kept up to date.
+        self._waiting = {a: f"looking up alias '{a}' in the registry" for a in self.aliases}
+        self._states: dict[str, RegistryState] = {}
+        self._overdue: dict[str, _Overdue] = {}
+        self._unset: set[str] = set()  # aliases last found not set, logged once until they are
 
     def get(self, alias: str) -> ServingModel | None:
         return self._models.get(alias)
@@ -99,19 +150,22 @@ class ModelPool:
         """The model that answers a prediction request: the one place that decides it.
 
         Today that is the first alias the pool serves (`SENTIMENT_MODEL_ALIAS`); routing between
-        variants replaces this decision, and nothing else, when it arrives.
+        variants replaces this decision, and nothing else, when it arrives. Without a model,
+        NoModelLoaded says why: still looking, loading a version, the alias not set, the
+        registry unreachable or not answering, the version refused.
         """
         alias = self.aliases[0]
         model = self._models.get(alias)
         if model is None:
-            raise NoModelLoaded(f"no verified '{alias}' model is loaded yet")
+            raise NoModelLoaded(
+                f"no verified '{alias}' model is loaded yet: {self._waiting[alias]}"
+            )
         return model
 
     def snapshot(self) -> dict[str, ServingModel]:
         return dict(self._models)
 
-    def _load(self, alias: str, version: int) -> ServingModel:
-        loaded = self._source.load(version)
+    def _prepare(self, alias: str, loaded: LoadedModel) -> ServingModel:
         scorer = make_scorer(loaded.pipeline)
         _warm_up(scorer)
         return ServingModel(
@@ -131,23 +185,32 @@ class ModelPool:
     async def _refresh_one(self, alias: str) -> ReloadOutcome:
         current = self._models.get(alias)
         try:
-            version = await asyncio.to_thread(self._source.resolve, alias)
+            version = await self._call(alias, "resolve", self._source.resolve, alias)
         except Exception as exc:  # the registry being down must not stop serving
-            log.warning("cannot resolve alias", extra={"alias": alias, "error": str(exc)})
-            return ReloadOutcome(alias, None, "failed", f"cannot resolve alias: {exc}")
+            return self._registry_failed(alias, "resolve", None, exc)
+        self._set_state(alias, "ok")
         if version is None:
-            return ReloadOutcome(alias, None, "missing")
+            if alias not in self._unset:
+                log.warning("alias not set in the registry", extra={"alias": alias})
+            self._unset.add(alias)
+            return self._waiting_for(ReloadOutcome(alias, None, "missing"))
+        self._unset.discard(alias)
         if current is not None and current.version == version:
             return ReloadOutcome(alias, version, "unchanged")
+        self._waiting[alias] = f"loading version {version}"
         try:
-            model = await asyncio.to_thread(self._load, alias, version)
+            loaded = await self._call(alias, "load", self._source.load, version)
+            self._set_state(alias, "ok")
+            model = await asyncio.to_thread(self._prepare, alias, loaded)
         except Exception as exc:  # any failure refuses this version, whatever its kind
             self._metrics.reloads.labels(alias, "failure").inc()
+            if isinstance(exc, RegistryTimedOut | ConnectionError):
+                return self._registry_failed(alias, "load", version, exc)
             log.error(
                 "refused model version",
                 extra={"alias": alias, "model_version": version, "error": str(exc)},
             )
-            return ReloadOutcome(alias, version, "failed", str(exc))
+            return self._waiting_for(ReloadOutcome(alias, version, "failed", str(exc)))
         self._models = {**self._models, alias: model}
         self._metrics.reloads.labels(alias, "success").inc()
         if current is not None:
@@ -164,16 +227,129 @@ class ModelPool:
         )
         return ReloadOutcome(alias, version, "loaded")
 
+    async def _call(self, alias: str, operation: str, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in a thread of its own, waited for at most the registry timeout.
+
+        A thread blocked in a call to a frozen database cannot be stopped from Python. One
+        that overruns is left to finish on its own, and until it does no other call is made
+        for this alias: each poll would otherwise leave one more thread, and one more
+        database connection, stuck behind the first. The driver's own timeouts (see
+        `registry.with_driver_timeouts`) usually end it soon after; a database server that
+        is stopped outright may hold it for good. The thread is a daemon so that it holds
+        up neither the event loop's shutdown (which waits for `asyncio.to_thread`'s
+        threads) nor the process's exit.
+        """
+        overdue = self._overdue.get(alias)
+        if overdue is not None:
+            waited = time.monotonic() - overdue.started
+            raise RegistryTimedOut(
+                f"registry has not answered the {overdue.operation} of alias '{alias}' "
+                f"started {waited:.0f} s ago; no new call until it does"
+            )
+        started = time.monotonic()
+        future = _in_daemon_thread(f"registry-{operation}-{alias}", fn, *args)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self._timeout)
+        except TimeoutError:
+            self._overdue[alias] = _Overdue(operation, started, future)
+            future.add_done_callback(lambda done: self._returned(alias, done))
+            raise RegistryTimedOut(
+                f"registry did not answer the {operation} of alias '{alias}' "
+                f"within {self._timeout:g} s"
+            ) from None
+
+    def _returned(self, alias: str, future: asyncio.Future[Any]) -> None:
+        """An overdue call came back: its answer is stale, the next poll asks again."""
+        self._overdue.pop(alias, None)
+        if not future.cancelled():
+            future.exception()  # retrieved, so asyncio does not log it as forgotten
+
+    def _registry_failed(
+        self, alias: str, operation: str, version: int | None, exc: Exception
+    ) -> ReloadOutcome:
+        if isinstance(exc, RegistryTimedOut):
+            state: RegistryState = "timeout"
+            outcome = ReloadOutcome(alias, version, "timeout", str(exc))
+        elif isinstance(exc, ConnectionError):
+            state = "unreachable"
+            text = str(exc) or type(exc).__name__
+            if not text.startswith("registry unreachable"):
+                text = f"registry unreachable: {text}"
+            outcome = ReloadOutcome(alias, version, "unreachable", text)
+        else:
+            state = "error"
+            outcome = ReloadOutcome(alias, version, "failed", str(exc) or type(exc).__name__)
+        self._metrics.registry_errors.labels(operation, state).inc()
+        self._set_state(alias, state, operation, outcome.error)
+        return self._waiting_for(outcome)
+
+    def _set_state(
+        self,
+        alias: str,
+        state: RegistryState,
+        operation: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Log the registry's state for `alias` when it changes (not on every poll)."""
+        previous = self._states.get(alias, "ok")
+        self._states[alias] = state
+        if state == previous:
+            return
+        fields = {"alias": alias, "registry_state": state, "previous_state": previous}
+        if state == "ok":
+            log.info(_STATE_MESSAGES[state], extra=fields)
+        else:
+            log.warning(
+                _STATE_MESSAGES[state], extra={**fields, "operation": operation, "error": error}
+            )
+
+    def _waiting_for(self, outcome: ReloadOutcome) -> ReloadOutcome:
+        """Record why `outcome.alias` has no new model, for /ready while it has none."""
+        if outcome.result == "missing":
+            reason = f"alias '{outcome.alias}' not set in the registry"
+        elif outcome.result == "failed" and outcome.version is not None:
+            reason = f"version {outcome.version} refused: {outcome.error}"
+        else:
+            reason = outcome.error or outcome.result
+        self._waiting[outcome.alias] = reason
+        return outcome
+
     def _info(self, model: ServingModel) -> Any:
         return self._metrics.model_info.labels(
             str(model.version), model.alias, model.sha256, model.scorer.kind
         )
 
     async def run(self, interval_seconds: float) -> None:
-        """Poll the registry forever; cancelled when the server shuts down."""
+        """Load the aliases now, then poll the registry forever; cancelled at shutdown.
+
+        The server starts this as a background task, so it listens (and `/health` answers)
+        while the first load is still waiting on the registry.
+        """
         while True:
-            await asyncio.sleep(interval_seconds)
             try:
                 await self.refresh()
             except Exception:  # keep polling whatever happened in one round
                 log.exception("model refresh failed")
+            await asyncio.sleep(interval_seconds)
+
+
+def _in_daemon_thread(name: str, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """Start `fn(*args)` in a new daemon thread; its result or exception arrives in the future."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def deliver(settle: Callable[[], None]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed while the call was stuck
+            loop.call_soon_threadsafe(settle)
+
+    def run() -> None:
+        try:
+            result = fn(*args)
+        except Exception as exc:  # handed to whoever awaits the future
+            error = exc
+            deliver(lambda: None if future.done() else future.set_exception(error))
+        else:
+            deliver(lambda: None if future.done() else future.set_result(result))
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future

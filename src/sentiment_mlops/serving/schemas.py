@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 from pydantic import BaseModel, Field, StrictStr
+
+from sentiment_mlops.serving.models import ReloadResultName
 
 
 class PredictRequest(BaseModel):
@@ -47,8 +48,13 @@ class ModelsResponse(BaseModel):
 
 class ReloadResult(BaseModel):
     alias: str
-    version: int | None
-    result: Literal["loaded", "unchanged", "failed", "missing"]
+    version: int | None = Field(description="The version the alias points at, if known.")
+    result: ReloadResultName = Field(
+        description="loaded: swapped in; unchanged: already served; missing: the alias is not "
+        "set; unreachable: the registry cannot be reached; timeout: it did not answer within "
+        "SENTIMENT_REGISTRY_TIMEOUT_SECONDS (or an earlier call has still not returned); "
+        "failed: the version was refused, or the registry answered with an error."
+    )
     error: str | None = None
 
 
