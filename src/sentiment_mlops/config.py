@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     # take before the server reports it as timed out; also the database driver's connect and
     # statement timeouts, so a call stuck on a frozen store ends on its own.
     registry_timeout_seconds: float = Field(default=10.0, gt=0)
+    # How long a starting worker waits for its first model before it listens anyway. With
+    # several workers on one socket, a worker that listened before its model was in answered
+    # 503 to requests the kernel handed it while its siblings could have served them; an
+    # unreachable registry fails the first attempt at once, so the server still listens then.
+    startup_model_wait_seconds: float = Field(default=10.0, ge=0)
     max_text_chars: int = Field(default=5000, gt=0)
     max_batch_size: int = Field(default=256, gt=0)
     max_body_bytes: int = Field(default=1_000_000, gt=0)

@@ -50,8 +50,15 @@ def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
     ]
 
 
-def test_two_workers_count_every_request_once(var: Path, tmp_path: Path) -> None:
-    srv = start_server(var, tmp_path / "workers.log", workers=2)
+def test_two_workers_count_every_request_once_and_a_killed_one_is_logged_and_forgotten(
+    var: Path, tmp_path: Path
+) -> None:
+    """One two-worker server, two stories. First, both workers serve and /metrics counts each
+    request once. Then a worker is SIGKILLed: it used to be replaced with only "Child process
+    [pid] died" in the log, and its `model_info` stayed in /metrics (after a promotion,
+    versions 1 and 2 both showed 1)."""
+    srv = start_server(var, tmp_path / "workers.log", workers=2, reload_interval_seconds=1)
+    registry = Registry(Settings(var_dir=var))
     headers = {"Authorization": f"Bearer {mint('predict')}"}
 
     def send(i: int) -> bool:
@@ -70,17 +77,46 @@ def test_two_workers_count_every_request_once(var: Path, tmp_path: Path) -> None
                 assert all(pool.map(send, range(sent, sent + 100)))
                 sent += 100
                 time.sleep(0.2)
-        first = httpx.get(f"{srv.url}/metrics").text
-        second = httpx.get(f"{srv.url}/metrics").text
+        counted = [httpx.get(f"{srv.url}/metrics").text for _ in range(2)]
+        before_kill = srv.log_records()
+
+        wait_for("two workers serving", lambda: len(serving(srv, 1)) == 2)
+        workers = worker_pids(srv)
+        assert serving(srv, 1) == workers
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        replacement = wait_for("a replacement", lambda: worker_pids(srv) - workers)
+        wait_for("the replacement serving", lambda: replacement <= serving(srv, 1))
+        registry.promote(2, "champion")
+        live = worker_pids(srv)
+        wait_for("live workers on version 2", lambda: live <= serving(srv, 2))
+        shared = "metrics shared through a folder"
+        (folder,) = [r["folder"] for r in srv.log_records() if r.get("msg") == shared]
+        gauge_files = sorted(p.name for p in Path(folder).glob("gauge_*.db"))
+        text = httpx.get(f"{srv.url}/metrics").text
     finally:
         srv.stop()
-    assert len(pids()) == 2, "both workers should have served requests"
-    parent = [r for r in srv.log_records() if r.get("logger") == "uvicorn.error"]
+        registry.promote(1, "champion")
+
+    assert len(pids()) >= 2, "both workers should have served requests"
+    parent = [r for r in before_kill if r.get("logger") == "uvicorn.error"]
     assert any("Started parent process" in r["msg"] for r in parent), "the parent logs as JSON"
-    assert not [r["msg"] for r in parent if "died" in r["msg"]], "no worker was killed"
-    for text in (first, second):
-        assert metric_sum(text, "http_requests_total", route="/predict", status="200") == sent
-        assert metric_sum(text, "model_predictions_total", model_version="1") == sent
+    assert not [r for r in before_kill if r.get("msg") == "worker died"], "no worker was killed"
+    for counts in counted:
+        assert metric_sum(counts, "http_requests_total", route="/predict", status="200") == sent
+        assert metric_sum(counts, "model_predictions_total", model_version="1") == sent
+
+    info = {labels["model_version"]: value for labels, value in samples(text, "model_info")}
+    assert info == {"1": 0.0, "2": 1.0}
+    assert gauge_files == sorted(f"gauge_livemax_{pid}.db" for pid in live)
+    assert samples(text, "server_worker_restarts_total") == [({"cause": "SIGKILL"}, 1.0)]
+    records = srv.log_records()
+    (death,) = [r for r in records if r.get("msg") == "worker died"]
+    assert death["worker_pid"] == victim and death["signal"] == "SIGKILL"
+    assert death["exit_code"] is None and death["level"] == "error"
+    (restart,) = [r for r in records if r.get("msg") == "worker restarted"]
+    assert restart["replaced_pid"] == victim and restart["restarts"] == 1
+    assert {restart["worker_pid"]} == replacement
 
 
 def test_sigterm_drains_then_finishes_requests_in_flight(var: Path, tmp_path: Path) -> None:
@@ -117,42 +153,3 @@ def test_sigterm_drains_then_finishes_requests_in_flight(var: Path, tmp_path: Pa
     srv.proc.wait(timeout=30)
     srv.stop()
     assert any(r.get("msg") == "SIGTERM: draining" for r in srv.log_records())
-
-
-def test_a_killed_worker_is_logged_counted_and_forgotten_by_live_gauges(
-    var: Path, tmp_path: Path
-) -> None:
-    """A SIGKILLed worker was replaced with only "Child process [pid] died" in the log, and
-    its `model_info` stayed in /metrics: after a promotion versions 1 and 2 both showed 1."""
-    srv = start_server(var, tmp_path / "killed.log", workers=2, reload_interval_seconds=1)
-    registry = Registry(Settings(var_dir=var))
-    try:
-        srv.wait_ready()
-        wait_for("two workers serving", lambda: len(serving(srv, 1)) == 2)
-        workers = worker_pids(srv)
-        assert serving(srv, 1) == workers
-        victim = min(workers)
-        os.kill(victim, signal.SIGKILL)
-        replacement = wait_for("a replacement", lambda: worker_pids(srv) - workers)
-        wait_for("the replacement serving", lambda: replacement <= serving(srv, 1))
-        registry.promote(2, "champion")
-        live = worker_pids(srv)
-        wait_for("live workers on version 2", lambda: live <= serving(srv, 2))
-        shared = "metrics shared through a folder"
-        (folder,) = [r["folder"] for r in srv.log_records() if r.get("msg") == shared]
-        gauge_files = sorted(p.name for p in Path(folder).glob("gauge_*.db"))
-        text = httpx.get(f"{srv.url}/metrics").text
-    finally:
-        srv.stop()
-        registry.promote(1, "champion")
-    info = {labels["model_version"]: value for labels, value in samples(text, "model_info")}
-    assert info == {"1": 0.0, "2": 1.0}
-    assert gauge_files == sorted(f"gauge_livemax_{pid}.db" for pid in live)
-    assert samples(text, "server_worker_restarts_total") == [({"cause": "SIGKILL"}, 1.0)]
-    records = srv.log_records()
-    (death,) = [r for r in records if r.get("msg") == "worker died"]
-    assert death["worker_pid"] == victim and death["signal"] == "SIGKILL"
-    assert death["exit_code"] is None and death["level"] == "error"
-    (restart,) = [r for r in records if r.get("msg") == "worker restarted"]
-    assert restart["replaced_pid"] == victim and restart["restarts"] == 1
-    assert {restart["worker_pid"]} == replacement

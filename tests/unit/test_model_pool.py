@@ -210,7 +210,8 @@ def test_health_answers_at_once_and_ready_says_why_until_the_model_is_loaded(
     looked_up, loaded = threading.Event(), threading.Event()
     source.before_resolve = lambda alias: looked_up.wait(60)
     source.before_load = lambda version: loaded.wait(60)
-    app = create_app(api_settings(tmp_path, registry_timeout_seconds=60), source)
+    settings = api_settings(tmp_path, registry_timeout_seconds=60, startup_model_wait_seconds=0)
+    app = create_app(settings, source)
     waiting = "no verified 'champion' model is loaded yet: "
 
     def reason() -> str:
@@ -321,3 +322,16 @@ def test_requests_in_flight_finish_on_the_old_model_while_new_ones_get_the_new(
     versions = [version for _, version in steady]
     switch = versions.index(2) if 2 in versions else len(versions)
     assert set(versions[:switch]) <= {1} and set(versions[switch:]) == {2}
+
+
+def test_a_starting_worker_takes_requests_once_its_first_model_is_in(
+    tmp_path: Path, default_model: Pipeline
+) -> None:
+    """With several workers on one socket, a worker that listened before its model was loaded
+    refused (503) requests a sibling could have served. Startup now waits for the first load
+    (bounded by SENTIMENT_STARTUP_MODEL_WAIT_SECONDS): the first request is served."""
+    source = FakeSource({1: default_model}, {"champion": 1})
+    app = create_app(api_settings(tmp_path), source)
+    with TestClient(app, headers=bearer("predict")) as client:
+        first = client.post("/predict", json={"text": "great"})
+    assert first.status_code == 200 and first.json()["model_version"] == 1

@@ -108,9 +108,15 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
         configure_logging()
         services = _services(settings, model_source, metrics)
         app.state.services = services
-        # The first load too runs in the background: waiting for it here kept the server from
-        # listening for as long as the registry did not answer.
+        # The first load too runs in the background, and startup waits for it only a bounded
+        # time: waiting without bound kept the server from listening for as long as the
+        # registry did not answer, and not waiting at all let a worker accept requests it could
+        # only refuse (503) while a sibling worker had its model.
         poller = asyncio.create_task(services.pool.run(settings.reload_interval_seconds))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                services.pool.first_round.wait(), settings.startup_model_wait_seconds
+            )
         _drain_on_sigterm(services)
         try:
             yield

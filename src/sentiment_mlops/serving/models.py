@@ -137,6 +137,7 @@ class ModelPool:
         self._timeout = timeout_seconds
         self._models: dict[str, ServingModel] = {}
         self._lock = asyncio.Lock()
+        self.first_round = asyncio.Event()  # set when the first refresh ended, however it ended
         # Why an alias has no model yet, for /ready and 503 answers; kept up to date.
         self._waiting = {a: f"looking up alias '{a}' in the registry" for a in self.aliases}
         self._states: dict[str, RegistryState] = {}
@@ -330,6 +331,7 @@ class ModelPool:
                 await self.refresh()
             except Exception:  # keep polling whatever happened in one round
                 log.exception("model refresh failed")
+            self.first_round.set()
             await asyncio.sleep(interval_seconds)
 
 
