@@ -4,17 +4,26 @@ Trains the default model into a temporary var dir, starts the real server as a s
 127.0.0.1 and drives it with `wrk -t1 --latency` (one load-generator thread; it shares the
 machine's cores with the server, as on a 2-core box):
 
+- `GET /constant` of a bare FastAPI app (benchmarks/constant_app.py) under the same uvicorn
+  options, one worker: the HTTP ceiling, measured in the same run;
 - `GET /health` and `POST /predict` (valid bearer token, JSON body of one tweet) with 1 worker
   at concurrencies 1, 8, 32, 64;
 - `POST /predict` with 2 workers at concurrencies 1 and 32 (c=1 shows whether every request
   pays a Nagle / delayed-ACK delay, as multi-worker servers without TCP_NODELAY do).
 
 Each cell runs `--duration` seconds (default 5) after an unmeasured warm-up per endpoint; a full
-run takes about 90 s. Per cell: requests/s, p50 and p99 latency, non-2xx responses and socket
-errors. Run it on an otherwise idle machine: wrk and the server share its cores. wrk exits 0
-even when every response is a 500, so a cell with any non-2xx response or socket error is
-reported as FAILED (and the script exits 1). Prints a table and the `/predict ÷ /health`
-throughput ratio per concurrency, and writes benchmarks/results/serving.json.
+run takes about 2 minutes. Per cell: requests/s, p50 and p99 latency and their ratio, non-2xx
+responses and socket errors. Run it on an otherwise idle machine: wrk and the server share its
+cores. wrk exits 0 even when every response is a 500, so a cell with any non-2xx response or
+socket error is reported as FAILED (and the script exits 1). Prints a table and the
+throughput of `/predict` over `/health` and over the constant app per concurrency, and writes
+benchmarks/results/serving.json.
+
+Each cell opens its connections anew, and wrk 4.1 corrects for coordinated omission: a
+response slower than twice a connection's mean interval also counts the requests that
+connection would have sent meanwhile. So the first request of each connection, which waits
+until the server accepts the connection, weighs on p99: with uvloop accepting one connection
+per loop turn, that alone made `/predict` p99 at c=64 0.5-1.3 s (see `server.event_loop`).
 
 The server runs as users run it, logging one JSON line per request to stdout; here stdout goes
 to a file in the temporary dir (bytes logged per request are in the JSON). That logging is part
@@ -37,6 +46,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -49,11 +59,18 @@ from rich.table import Table
 
 from sentiment_mlops.config import Settings, TrainConfig
 from sentiment_mlops.runtime import configure_process
-from sentiment_mlops.serving.launcher import ServerFailed, ServerProcess, server_env
+from sentiment_mlops.serving.launcher import (
+    HOST,
+    ServerFailed,
+    ServerProcess,
+    free_port,
+    server_env,
+)
 from sentiment_mlops.serving.tokens import Authenticator
 from sentiment_mlops.train import DataSpec, fit, load_split
 
 ROOT = Path(__file__).resolve().parents[1]
+CONSTANT = "/constant"  # the bare app's endpoint (benchmarks/constant_app.py)
 TWEET = (
     "@united 3 hours on the tarmac at ORD, no updates, no water, and now I missed my "
     "connection to SFO. Worst airline ever \U0001f621 #neveragain http://t.co/x7Qa2LmZ"
@@ -92,6 +109,11 @@ class Cell:
     @property
     def failed(self) -> bool:
         return self.result.non_2xx > 0 or self.result.errors > 0 or self.result.requests == 0
+
+    @property
+    def tail_ratio(self) -> float:
+        """p99 ÷ p50: how much longer the slowest requests wait than the typical one."""
+        return self.result.p99_ms / self.result.p50_ms if self.result.p50_ms > 0 else 0.0
 
 
 def _duration_s(value: str, unit: str) -> float:
@@ -209,7 +231,6 @@ def run_phase(
     script = tmp / "predict.lua"
     script.write_text(post_script(body, token))
     scripts: dict[str, Path | None] = {"/health": None, "/predict": script}
-    cells = []
     log_path = tmp / f"server-{phase.workers}w.log"
     with ServerProcess(env, log_path, phase.workers) as server:
         with console.status(f"starting the server with {phase.workers} worker(s)"):
@@ -218,24 +239,78 @@ def run_phase(
             except ServerFailed as exc:
                 raise BenchmarkError(str(exc)) from exc
         check_endpoints(server.url, body, token)
-        for endpoint, concurrencies in phase.endpoints.items():
-            url = f"{server.url}{endpoint}"
-            if args.warmup > 0:
-                with console.status(f"warming up {endpoint} for {args.warmup} s"):
-                    run_wrk(url, max(concurrencies), args.warmup, scripts[endpoint])
-            for concurrency in concurrencies:
-                label = f"{endpoint} workers={phase.workers} c={concurrency}"
-                before = log_path.stat().st_size
-                with console.status(f"{label}: {args.duration} s"):
-                    result = run_wrk(url, concurrency, args.duration, scripts[endpoint])
-                logged = log_path.stat().st_size - before
-                per_request = logged / result.requests if result.requests else 0.0
-                cells.append(Cell(endpoint, phase.workers, concurrency, result, per_request))
-                console.print(
-                    f"{label}: {result.requests_per_s:,.0f} req/s, p99 {result.p99_ms:.2f} ms",
-                    highlight=False,
-                )
+        return measure(server.url, phase, scripts, log_path, args, console)
+
+
+def measure(
+    url: str,
+    phase: Phase,
+    scripts: dict[str, Path | None],
+    log_path: Path,
+    args: argparse.Namespace,
+    console: Console,
+) -> list[Cell]:
+    """wrk on each endpoint of `phase` at each of its concurrencies, after a warm-up."""
+    cells = []
+    for endpoint, concurrencies in phase.endpoints.items():
+        if args.warmup > 0:
+            with console.status(f"warming up {endpoint} for {args.warmup} s"):
+                run_wrk(f"{url}{endpoint}", max(concurrencies), args.warmup, scripts[endpoint])
+        for concurrency in concurrencies:
+            label = f"{endpoint} workers={phase.workers} c={concurrency}"
+            before = log_path.stat().st_size
+            with console.status(f"{label}: {args.duration} s"):
+                result = run_wrk(f"{url}{endpoint}", concurrency, args.duration, scripts[endpoint])
+            logged = log_path.stat().st_size - before
+            per_request = logged / result.requests if result.requests else 0.0
+            cells.append(Cell(endpoint, phase.workers, concurrency, result, per_request))
+            console.print(
+                f"{label}: {result.requests_per_s:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
+                f"p99 {result.p99_ms:.2f} ms",
+                highlight=False,
+            )
     return cells
+
+
+@contextmanager
+def constant_server(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """benchmarks/constant_app.py on a free loopback port, ready; yields its URL."""
+    port = free_port()
+    url = f"http://{HOST}:{port}"
+    command = [sys.executable, str(ROOT / "benchmarks" / "constant_app.py"), str(port)]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(f"{url}{CONSTANT}"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise BenchmarkError(f"the constant app did not start:\n{tail}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def run_constant(
+    concurrencies: Sequence[int],
+    env: dict[str, str],
+    tmp: Path,
+    args: argparse.Namespace,
+    console: Console,
+) -> list[Cell]:
+    log_path = tmp / "constant.log"
+    phase = Phase(1, {CONSTANT: concurrencies})
+    with constant_server(env, log_path) as url:
+        return measure(url, phase, {CONSTANT: None}, log_path, args, console)
 
 
 def train_into(var: Path, console: Console) -> int:
@@ -249,18 +324,19 @@ def train_into(var: Path, console: Console) -> int:
 
 def results_table(cells: Sequence[Cell]) -> Table:
     table = Table(title="HTTP API under wrk -t1 on 127.0.0.1")
-    columns = ("endpoint", "workers", "concurrency", "req/s", "p50 ms", "p99 ms")
+    columns = ("endpoint", "workers", "concurrency", "req/s", "p50 ms", "p99 ms", "p99÷p50")
     for column in (*columns, "non-2xx", "errors", "result"):
         table.add_column(column, justify="left" if column == "endpoint" else "right")
     for cell in cells:
         r = cell.result
         table.add_row(
-            cell.endpoint,
+            f"{cell.endpoint} (bare app)" if cell.endpoint == CONSTANT else cell.endpoint,
             str(cell.workers),
             str(cell.concurrency),
             f"{r.requests_per_s:,.0f}",
             f"{r.p50_ms:.2f}",
             f"{r.p99_ms:.2f}",
+            f"{cell.tail_ratio:.1f}",
             str(r.non_2xx),
             str(r.errors),
             "[bold red]FAILED[/]" if cell.failed else "ok",
@@ -269,22 +345,32 @@ def results_table(cells: Sequence[Cell]) -> Table:
 
 
 def throughput_ratios(cells: Sequence[Cell]) -> list[dict[str, float]]:
-    """`/predict ÷ /health` requests/s with 1 worker, per concurrency measured for both."""
+    """`/predict` requests/s over `/health`'s and over the constant app's, with 1 worker, per
+    concurrency measured for all three."""
     one = {(c.endpoint, c.concurrency): c.result.requests_per_s for c in cells if c.workers == 1}
     ratios = []
-    for (endpoint, concurrency), health in sorted(one.items(), key=lambda kv: kv[0][1]):
-        predict = one.get(("/predict", concurrency))
-        if endpoint == "/health" and predict is not None and health > 0:
-            ratios.append({"concurrency": concurrency, "ratio": predict / health})
+    for concurrency in sorted({c for _, c in one}):
+        predict, health = one.get(("/predict", concurrency)), one.get(("/health", concurrency))
+        constant = one.get((CONSTANT, concurrency))
+        if predict is not None and health and constant:
+            ratios.append(
+                {
+                    "concurrency": concurrency,
+                    "over_health": predict / health,
+                    "over_constant": predict / constant,
+                }
+            )
     return ratios
 
 
 def ratio_table(ratios: Sequence[dict[str, float]]) -> Table:
-    table = Table(title="/predict ÷ /health throughput (1 worker)")
-    table.add_column("concurrency", justify="right")
-    table.add_column("ratio", justify="right")
+    table = Table(title="/predict throughput over /health and over the bare app (1 worker)")
+    for column in ("concurrency", "÷ /health", "÷ bare app"):
+        table.add_column(column, justify="right")
     for row in ratios:
-        table.add_row(str(int(row["concurrency"])), f"{row['ratio']:.2f}")
+        table.add_row(
+            str(int(row["concurrency"])), f"{row['over_health']:.2f}", f"{row['over_constant']:.2f}"
+        )
     return table
 
 
@@ -319,8 +405,9 @@ def main() -> int:
         Phase(1, {"/health": args.concurrency, "/predict": args.concurrency}),
         Phase(args.multi_workers, {"/predict": args.multi_worker_concurrency}),
     ]
-    planned_s = sum(
-        len(cs) * args.duration + args.warmup for p in phases for cs in p.endpoints.values()
+    planned_s = (
+        sum(len(cs) * args.duration + args.warmup for p in phases for cs in p.endpoints.values())
+        + len(args.concurrency) * args.duration
     )
     body = json.dumps({"text": TWEET})
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as name:
@@ -335,13 +422,13 @@ def main() -> int:
                 "bench", ["predict"], int(2 * planned_s) + 600
             )
         console.print(f"model version {version} trained and registered in a temporary store")
-        cells = []
+        cells = run_constant(args.concurrency, env, tmp, args, console)
         for phase in phases:
             cells += run_phase(phase, env, tmp, body, token, args, console)
     ratios = throughput_ratios(cells)
     console.print(results_table(cells))
     console.print(ratio_table(ratios))
-    logged = [c.log_bytes_per_request for c in cells]
+    logged = [c.log_bytes_per_request for c in cells if c.endpoint != CONSTANT]
     console.print(
         f"server log: {min(logged):.0f}-{max(logged):.0f} bytes per request (one JSON line "
         "each, written to a file), included in every number above",
@@ -363,12 +450,13 @@ def main() -> int:
                 "concurrency": c.concurrency,
                 **asdict(c.result),
                 "errors": c.result.errors,
+                "p99_over_p50": c.tail_ratio,
                 "log_bytes_per_request": c.log_bytes_per_request,
                 "failed": c.failed,
             }
             for c in cells
         ],
-        "predict_over_health": ratios,
+        "predict_throughput_ratios": ratios,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False))

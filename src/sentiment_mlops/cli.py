@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -44,8 +44,9 @@ err = Console(stderr=True, width=_WIDTH)
 def _user_errors(*kinds: type[Exception]) -> Iterator[None]:
     """Turn expected failures into a one-line message and exit status 1, not a traceback.
 
-    Without `kinds`, the data, config, registry and dataset errors of training and the
-    registry commands (importing the registry costs a second, so other commands name theirs).
+    Without `kinds`, the data, config, registry and dataset errors of training. Other commands
+    name theirs: importing the data modules costs a second (pandas, scikit-learn), and the
+    registry commands (`_registry_errors`) need none of them.
     """
     if not kinds:
         from sentiment_mlops.data import DataError
@@ -65,6 +66,13 @@ def _process() -> None:
     """Runs before every subcommand: thread and telemetry settings, and a faster exit."""
     configure_process()
     skip_collection_at_exit()
+
+
+def _registry_errors() -> AbstractContextManager[None]:
+    """`_user_errors` for the commands that only talk to the registry."""
+    from sentiment_mlops.registry import RegistryError
+
+    return _user_errors(RegistryError)
 
 
 def _registry() -> Registry:
@@ -144,7 +152,7 @@ def predict(
     alias: Annotated[str, typer.Option(help="Alias or version number to load")] = CHAMPION,
 ) -> None:
     """Classify one text with a registered model (verified before loading)."""
-    with _user_errors():
+    with _registry_errors():
         loaded = _registry().load(alias)
     proba = loaded.pipeline.predict_proba([text])[0]
     classes = [str(c) for c in loaded.pipeline.classes_]
@@ -160,7 +168,7 @@ def predict(
 @models_app.command("list")
 def models_list() -> None:
     """Versions, aliases and their held-out metrics."""
-    with _user_errors():
+    with _registry_errors():
         versions = _registry().versions()
     if not versions:
         out.print("No registered versions yet; run `sentiment train`.")
@@ -192,7 +200,7 @@ def models_promote(
     alias: Annotated[str, typer.Option(help="Alias to point at it")] = CHAMPION,
 ) -> None:
     """Point an alias (champion by default) at a version."""
-    with _user_errors():
+    with _registry_errors():
         _registry().promote(version, alias)
     out.print(f"{alias} -> version {version}")
 
@@ -200,7 +208,7 @@ def models_promote(
 @models_app.command("rollback")
 def models_rollback() -> None:
     """Give champion back to the version that held it before the last promotion."""
-    with _user_errors():
+    with _registry_errors():
         version = _registry().rollback()
     out.print(f"{CHAMPION} -> version {version}")
 

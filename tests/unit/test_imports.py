@@ -95,3 +95,46 @@ def test_importing_the_app_module_builds_no_app_and_loads_no_mlflow() -> None:
         "print(json.dumps([apps, 'mlflow' in sys.modules]))"
     )
     assert fresh_python(code) == [[], False]
+
+
+MODEL_LIBRARIES = ["sklearn", "skops", "matplotlib", "mlflow.sklearn"]
+# The watched packages (or modules, when dotted) that are loaded, from `sys.argv[1:]`.
+LOADED = """
+def loaded_now():
+    names = set(sys.modules) | {m.split(".")[0] for m in sys.modules}
+    return sorted(names & set(sys.argv[1:]))
+"""
+
+
+def test_importing_the_registry_loads_no_model_library() -> None:
+    """scikit-learn, skops and MLflow's sklearn flavour load when a model is saved or loaded:
+    `models list`, `promote` and `rollback` never need them (they cost ~1.5 s a command)."""
+    code = f"import json, sys\n{LOADED}\nimport sentiment_mlops.registry\n"
+    code += "print(json.dumps(loaded_now()))"
+    assert fresh_python(code, *MODEL_LIBRARIES) == []
+
+
+LIST_MODELS = f"""
+import contextlib, io, json, sys
+{LOADED}
+from sentiment_mlops.cli import app
+with contextlib.redirect_stdout(io.StringIO()) as shown:
+    try:
+        app(["models", "list"])
+    except SystemExit as exc:
+        status = exc.code
+print(json.dumps([status, shown.getvalue().strip(), loaded_now()]))
+"""
+
+
+def test_listing_models_loads_no_model_library(tmp_path: Path) -> None:
+    """The whole command, its error handling included, on an empty store."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("SENTIMENT_") and name != "MLFLOW_TRACKING_URI"
+    }
+    env["SENTIMENT_VAR_DIR"] = str(tmp_path / "var")
+    status, shown, loaded = fresh_python(LIST_MODELS, *MODEL_LIBRARIES, env=env)
+    assert (status, shown) == (0, "No registered versions yet; run `sentiment train`.")
+    assert loaded == []
