@@ -63,7 +63,12 @@ def test_slow_headers_neither_exhaust_open_files_nor_stay_open(var: Path, tmp_pa
         srv.stop()
     assert answers == [200] * 10
     assert still_held > 0, "the normal requests were answered while slow connections were held"
-    assert {end: ends.count(end) for end in ends} == {"HTTP/1.1 408 Request Timeout": 400}
+    # Every slow connection is ended by the server, timed out or evicted from the full cap by a
+    # newer one: with a 408 once the server had read the start of its request, else closed
+    # without an answer (how many of each depends on the machine's load). None is left open.
+    counts = {end: ends.count(end) for end in ends}
+    assert set(counts) <= {"HTTP/1.1 408 Request Timeout", "closed"}, counts
+    assert counts.get("HTTP/1.1 408 Request Timeout", 0) > 0, counts
     (limits,) = [r for r in srv.log_records() if "max_connections" in r]
     assert (limits["soft_limit"], limits["max_connections"]) == (OPEN_FILES, OPEN_FILES // 2)
 
