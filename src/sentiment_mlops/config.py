@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     # take before the server reports it as timed out; also the database driver's connect and
     # statement timeouts, so a call stuck on a frozen store ends on its own.
     registry_timeout_seconds: float = Field(default=10.0, gt=0)
+    # How long loading a version (download, verify, compile, warm up; in a child process at
+    # low priority) may take before the server reports it as timed out. Longer than the
+    # registry's: on a busy machine a swap waits for CPU rather than the requests.
+    model_load_timeout_seconds: float = Field(default=120.0, gt=0)
     # How long a starting worker waits for its first model before it listens anyway. With
     # several workers on one socket, a worker that listened before its model was in answered
     # 503 to requests the kernel handed it while its siblings could have served them; an

@@ -145,6 +145,7 @@ class Registry:
     """Runs and versions of one registered model in one MLflow store."""
 
     def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self.name = settings.model_name
         self.tracking_uri = settings.tracking_uri()
         self._store_uri = with_driver_timeouts(self.tracking_uri, settings.registry_timeout_seconds)
@@ -156,6 +157,11 @@ class Registry:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         self._client: MlflowClient | None = None
         self._connecting = threading.Lock()
+
+    def __reduce__(self) -> tuple[type[Registry], tuple[Settings]]:
+        """Pickled as its settings (a client and its connections do not travel), so another
+        process, such as the serving model loader, opens the same store."""
+        return (Registry, (self._settings,))
 
     @property
     def client(self) -> MlflowClient:

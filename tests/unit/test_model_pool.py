@@ -17,7 +17,13 @@ from sklearn.pipeline import Pipeline
 from sentiment_mlops.registry import IntegrityError, RegistryError
 from sentiment_mlops.serving.app import create_app
 from sentiment_mlops.serving.metrics import Metrics
-from sentiment_mlops.serving.models import ModelPool, NoModelLoaded
+from sentiment_mlops.serving.models import (
+    ModelPool,
+    ModelSource,
+    NoModelLoaded,
+    PreparedModel,
+    load_here,
+)
 
 from ..apps import api_settings, bearer, captured_logs, eventually, ready_client
 from ..fakes import FakeSource, Gated, Misbehaving
@@ -27,7 +33,9 @@ CLASSES = ("negative", "positive")
 
 def _pool(source: FakeSource) -> tuple[ModelPool, Metrics]:
     metrics = Metrics()
-    return ModelPool(source, ["champion"], metrics, timeout_seconds=10), metrics
+    return ModelPool(
+        source, ["champion"], metrics, timeout_seconds=10, load_timeout_seconds=10
+    ), metrics
 
 
 def _sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -159,7 +167,8 @@ def test_a_frozen_registry_call_times_out_without_piling_up_and_then_recovers(
     hangs is answered as a timeout, the old model keeps serving, no second call is stacked
     behind the stuck one, and once it returns the next reload swaps the new version in."""
     source = FakeSource({1: default_model, 2: default_model}, {"champion": 1})
-    app = create_app(api_settings(tmp_path, registry_timeout_seconds=0.5), source)
+    settings = api_settings(tmp_path, registry_timeout_seconds=0.5, model_load_timeout_seconds=0.5)
+    app = create_app(settings, source)
     frozen = threading.Event()
 
     def reload() -> dict:
@@ -335,3 +344,32 @@ def test_a_starting_worker_takes_requests_once_its_first_model_is_in(
     with TestClient(app, headers=bearer("predict")) as client:
         first = client.post("/predict", json={"text": "great"})
     assert first.status_code == 200 and first.json()["model_version"] == 1
+
+
+def test_the_first_load_runs_here_and_swaps_go_to_the_swap_loader(
+    default_model: Pipeline,
+) -> None:
+    """Only a load made while another version serves is handed to `swap_loader` (the server's
+    child process): before that nothing can stall, and the child's imports would only delay
+    readiness."""
+    source = FakeSource({1: default_model, 2: default_model}, {"champion": 1})
+    swapped: list[int] = []
+
+    def swap_loader(src: ModelSource, version: int) -> PreparedModel:
+        swapped.append(version)
+        return load_here(src, version)
+
+    pool = ModelPool(
+        source,
+        ["champion"],
+        Metrics(),
+        timeout_seconds=10,
+        load_timeout_seconds=10,
+        swap_loader=swap_loader,
+    )
+    asyncio.run(pool.refresh())
+    assert (swapped, source.loads) == ([], [1])
+    source.aliases["champion"] = 2
+    (outcome,) = asyncio.run(pool.refresh())
+    assert (outcome.result, swapped, source.loads) == ("loaded", [2], [1, 2])
+    assert pool.answering().version == 2

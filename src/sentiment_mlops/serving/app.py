@@ -28,10 +28,17 @@ from sentiment_mlops.serving import auth, routes
 from sentiment_mlops.serving.clients import ClientStore
 from sentiment_mlops.serving.deps import Services
 from sentiment_mlops.serving.docs import install_docs
+from sentiment_mlops.serving.loader import load_in_child
 from sentiment_mlops.serving.logs import configure_logging
 from sentiment_mlops.serving.metrics import Metrics, mark_worker_dead, multiprocess_dir
 from sentiment_mlops.serving.middleware import RequestContextMiddleware
-from sentiment_mlops.serving.models import ModelPool, ModelSource, NoModelLoaded
+from sentiment_mlops.serving.models import (
+    Loader,
+    ModelPool,
+    ModelSource,
+    NoModelLoaded,
+    load_here,
+)
 from sentiment_mlops.serving.predictor import Predictor
 from sentiment_mlops.serving.throttle import TokenThrottle
 from sentiment_mlops.serving.tokens import Authenticator
@@ -68,7 +75,9 @@ def _drain_on_sigterm(services: Services) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _services(settings: Settings, source: ModelSource, metrics: Metrics) -> Services:
+def _services(
+    settings: Settings, source: ModelSource, swap_loader: Loader, metrics: Metrics
+) -> Services:
     """Resolve keys and clients, and make the (still empty) model pool."""
     authenticator = Authenticator.from_settings(settings)
     if authenticator.disabled:
@@ -83,6 +92,8 @@ def _services(settings: Settings, source: ModelSource, metrics: Metrics) -> Serv
         [settings.model_alias],
         metrics,
         timeout_seconds=settings.registry_timeout_seconds,
+        load_timeout_seconds=settings.model_load_timeout_seconds,
+        swap_loader=swap_loader,
     )
     return Services(
         settings=settings,
@@ -95,8 +106,17 @@ def _services(settings: Settings, source: ModelSource, metrics: Metrics) -> Serv
     )
 
 
-def create_app(settings: Settings | None = None, source: ModelSource | None = None) -> FastAPI:
-    """Build the app; `source` defaults to the MLflow registry named by `settings`."""
+def create_app(
+    settings: Settings | None = None,
+    source: ModelSource | None = None,
+    swap_loader: Loader | None = None,
+) -> FastAPI:
+    """Build the app; `source` defaults to the MLflow registry named by `settings`.
+
+    `swap_loader` (how a version is loaded while another serves) defaults to a child process
+    per load for that registry (serving/loader.py), and to a thread for a `source` given by
+    the caller (tests' stand-ins need not pickle).
+    """
     settings = settings or Settings()
     metrics = Metrics()
 
@@ -106,7 +126,8 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
         # After the registry's import: `import mlflow` gives MLflow's loggers handlers of its
         # own, which this replaces with ours.
         configure_logging()
-        services = _services(settings, model_source, metrics)
+        swaps = swap_loader or (load_here if source is not None else load_in_child)
+        services = _services(settings, model_source, swaps, metrics)
         app.state.services = services
         # The first load too runs in the background, and startup waits for it only a bounded
         # time: waiting without bound kept the server from listening for as long as the
