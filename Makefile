@@ -46,10 +46,11 @@ bench: install
 	$(BIN)/python benchmarks/accuracy.py
 	$(BIN)/python benchmarks/scorer.py
 
-## bench-serving: requests/s and p50/p99 latency of the HTTP API under wrk (installs wrk if missing)
+## bench-serving: requests/s and p50/p99 latency of the HTTP API under wrk, and what a hot swap costs it (installs wrk if missing)
 bench-serving: install
 	command -v wrk || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/hot_swap.py
 
 ## ui: the MLflow UI over the project's store (runs, plots, models) on 127.0.0.1:$(UI_PORT)
 ui: install $(UI_STAMP)

@@ -90,6 +90,7 @@ class WrkResult:
     requests_per_s: float
     p50_ms: float
     p99_ms: float
+    max_ms: float
     non_2xx: int
     socket_errors: dict[str, int]
 
@@ -134,6 +135,8 @@ def parse_wrk(output: str) -> WrkResult:
         return float(match[1]) * UNIT_MS[match[2]]
 
     done = find(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h),")
+    # Thread Stats: Latency avg, stdev, max (+/- stdev).
+    latency = find(r"^\s*Latency[ \t]+[\d.]+\w+[ \t]+[\d.]+\w+[ \t]+([\d.]+)(us|ms|s|m|h)\b")
     errors = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
     )
@@ -145,6 +148,7 @@ def parse_wrk(output: str) -> WrkResult:
         requests_per_s=float(find(r"^Requests/sec:\s+([\d.]+)")[1]),
         p50_ms=percentile_ms(50),
         p99_ms=percentile_ms(99),
+        max_ms=float(latency[1]) * UNIT_MS[latency[2]],
         non_2xx=int(non_2xx[1]) if non_2xx else 0,
         socket_errors={k: int(errors[i + 1]) if errors else 0 for i, k in enumerate(kinds)},
     )
