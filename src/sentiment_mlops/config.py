@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     model_name: str = MODEL_NAME
     mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
     artifact_root: Path | None = None
+    # The prediction log (serving/predictions.py); default: a SQLite file under var_dir.
+    database_url: str | None = None
     data_cache_dir: Path | None = None
 
     # Serving
@@ -93,6 +95,12 @@ class Settings(BaseSettings):
     def clients_file(self) -> Path:
         """OAuth2 clients (ids, hashed secrets, scopes) that may ask `POST /token` for tokens."""
         return (self.oauth_clients_file or self.var_dir / "oauth_clients.json").resolve()
+
+    def prediction_log_url(self) -> str:
+        """SQLAlchemy URL of the prediction log: `SENTIMENT_DATABASE_URL`, else SQLite."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.var_dir / 'predictions.db').resolve()}"
 
     def dev_secret_file(self) -> Path:
         """Where a development signing secret is generated when none is configured."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from sentiment_mlops.serving.metrics import Metrics
 from sentiment_mlops.serving.models import ServingModel
+from sentiment_mlops.serving.predictions import new_prediction_id
 
 # Above this many texts scoring moves off the event loop so other requests keep flowing; below
 # it the compiled scorer takes microseconds, less than a hop to a thread would cost.
@@ -71,6 +71,6 @@ class Predictor:
             confidence.observe(row[best])
             length.observe(len(text))
             predictions.append(
-                ScoredText(uuid.uuid4().hex, label, dict(zip(classes, row, strict=True)))
+                ScoredText(new_prediction_id(), label, dict(zip(classes, row, strict=True)))
             )
         return Answer(model.version, variant, predictions)
