@@ -60,7 +60,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 from serving import (
@@ -71,6 +70,7 @@ from serving import (
     check_endpoints,
     isolated_environment,
     post_script,
+    predict_token,
     run_wrk,
     train_into,
     wrk_version,
@@ -79,7 +79,6 @@ from serving import (
 from sentiment_mlops.config import CHAMPION, ClassifierConfig, Settings, TrainConfig
 from sentiment_mlops.runtime import configure_process
 from sentiment_mlops.serving.launcher import ServerFailed, ServerProcess, server_env
-from sentiment_mlops.serving.tokens import Authenticator
 from sentiment_mlops.train import DataSpec, fit, load_split
 
 if TYPE_CHECKING:
@@ -364,10 +363,7 @@ def main() -> int:
             versions = (train_into(var, console), train_second(var, console))
             registry = Registry(Settings(var_dir=var))
             registry.promote(versions[0], CHAMPION)
-            settings = Settings(var_dir=var, jwt_secret=SecretStr(secret))
-            token = Authenticator.from_settings(settings).mint(
-                "bench", ["predict"], int(2 * planned_s) + 600
-            )
+            token = predict_token(var, secret, 2 * planned_s)
         console.print(f"model versions {versions[0]} (champion) and {versions[1]} registered")
         script = tmp / "predict.lua"
         script.write_text(post_script(body, token))

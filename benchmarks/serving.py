@@ -326,6 +326,12 @@ def train_into(var: Path, console: Console) -> int:
         return Registry(Settings(var_dir=var)).register_training(result).version
 
 
+def predict_token(var: Path, secret: str, planned_s: float) -> str:
+    """A `predict` token signed with `secret` that outlives a run planned for `planned_s`."""
+    settings = Settings(var_dir=var, jwt_secret=SecretStr(secret))
+    return Authenticator.from_settings(settings).mint("bench", ["predict"], int(planned_s) + 600)
+
+
 def results_table(cells: Sequence[Cell]) -> Table:
     table = Table(title="HTTP API under wrk -t1 on 127.0.0.1")
     columns = ("endpoint", "workers", "concurrency", "req/s", "p50 ms", "p99 ms", "p99÷p50")
@@ -421,10 +427,7 @@ def main() -> int:
         env = server_env(var, jwt_secret=secret, shutdown_grace_seconds=0.5)
         with isolated_environment(env):
             version = train_into(var, console)
-            settings = Settings(var_dir=var, jwt_secret=SecretStr(secret))
-            token = Authenticator.from_settings(settings).mint(
-                "bench", ["predict"], int(2 * planned_s) + 600
-            )
+            token = predict_token(var, secret, 2 * planned_s)
         console.print(f"model version {version} trained and registered in a temporary store")
         cells = run_constant(args.concurrency, env, tmp, args, console)
         for phase in phases:
