@@ -51,7 +51,7 @@ from statsmodels.stats.proportion import (
     test_proportions_2indep,
 )
 
-from sentiment_mlops.config import CHAMPION
+from sentiment_mlops.config import CHAMPION, DEFAULT_MDE
 from sentiment_mlops.serving.predictions import feedback, predictions
 
 if TYPE_CHECKING:
@@ -61,7 +61,6 @@ Method = Literal["sequential", "fixed"]
 Action = Literal["promote", "keep", "continue"]
 Design = Literal["paired", "independent"]
 
-DEFAULT_MDE = 0.02
 ALPHA = 0.05
 POWER = 0.8
 # How long the PostgreSQL driver may take to connect before the report says it cannot.

@@ -7,18 +7,25 @@ sets their environment before they read it.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from sentiment_mlops.config import CHAMPION, ConfigError, Settings, load_train_config
+from sentiment_mlops.config import (
+    CHAMPION,
+    DEFAULT_MDE,
+    ConfigError,
+    Settings,
+    load_train_config,
+)
 from sentiment_mlops.runtime import configure_process, skip_collection_at_exit
 
 if TYPE_CHECKING:
@@ -33,6 +40,8 @@ token_app = typer.Typer(help="Access tokens and OAuth2 clients for the API.", no
 app.add_typer(models_app, name="models")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(token_app, name="token")
+ab_app = typer.Typer(help="A/B experiments, read from the prediction log.", no_args_is_help=True)
+app.add_typer(ab_app, name="ab")
 
 # Piped output (CI logs, files) gets room for the tables instead of rich's 80-column default.
 _WIDTH = None if sys.stdout.isatty() else 120
@@ -272,6 +281,64 @@ def token_add_client(
 
 def _split(scopes: str) -> list[str]:
     return [s.strip() for s in scopes.split(",") if s.strip()]
+
+
+@ab_app.command("report")
+def ab_report(
+    experiment: Annotated[
+        str | None, typer.Option(help="Experiment; default: the one with the latest prediction")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Only predictions made since an ISO date/time (UTC unless it has an offset: "
+            "2026-11-01, 2026-11-01T09:30+01:00) or a duration ago (30m, 24h, 7d, 2w)"
+        ),
+    ] = None,
+    baseline: Annotated[
+        str, typer.Option(help="The variant the others are compared with")
+    ] = CHAMPION,
+    mde: Annotated[
+        float,
+        typer.Option(help="Minimum detectable effect: smallest accuracy difference to look for"),
+    ] = DEFAULT_MDE,
+    method: Annotated[
+        Literal["sequential", "fixed"],
+        typer.Option(
+            help="Test behind the recommendation: sequential (mSPRT, safe to read every day) "
+            "or fixed (one look at a sample size planned in advance)"
+        ),
+    ] = "sequential",
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON on stdout, not as tables")
+    ] = False,
+) -> None:
+    """Per variant: traffic, feedback coverage, accuracy, latency; against the baseline: the
+    difference, its test, and whether to promote, keep, or wait for more labels."""
+    from sentiment_mlops.abtest import (
+        AbTestError,
+        Options,
+        analyse,
+        parse_since,
+        print_report,
+        read_log,
+    )
+
+    if not 0 < mde < 0.5:
+        raise typer.BadParameter(
+            "an accuracy difference above 0 and below 0.5", param_hint="'--mde'"
+        )
+    try:
+        start = None if since is None else parse_since(since)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--since'") from exc
+    with _user_errors(AbTestError):
+        log = read_log(Settings().prediction_log_url(), experiment, start)
+        report = analyse(log, Options(baseline=baseline, mde=mde, method=method))
+    if json_output:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_report(report, out)
 
 
 @app.command()

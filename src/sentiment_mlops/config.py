@@ -15,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 MODEL_NAME = "sentiment"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# The smallest difference in accuracy an A/B report looks for (`sentiment ab report --mde`).
+DEFAULT_MDE = 0.02
 DEFAULT_TRAIN_CONFIG = Path("configs/train.yaml")
 # The longest lifetime a token may have: minting refuses more, verification refuses a token
 # whose `exp` lies further ahead (such an `exp` could not even be held in a datetime).
