@@ -41,10 +41,11 @@ lint: install
 test: lint
 	$(BIN)/pytest
 
-## bench: model accuracy on public datasets, and compiled vs sklearn scoring cost
+## bench: model accuracy on public datasets, compiled vs sklearn scoring cost, A/B tests under peeking
 bench: install
 	$(BIN)/python benchmarks/accuracy.py
 	$(BIN)/python benchmarks/scorer.py
+	$(BIN)/python benchmarks/ab_peeking.py
 
 ## bench-serving: requests/s and p50/p99 latency of the HTTP API under wrk, and what a hot swap costs it (installs wrk if missing)
 bench-serving: install
