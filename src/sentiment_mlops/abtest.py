@@ -317,7 +317,7 @@ def read_log(
         ) from exc
     finally:
         engine.dispose()
-    _, variant, version, label, latency, shadow_of, primary_variant, primary_label, truth = zip(
+    variant, version, label, latency, shadow_of, primary_variant, primary_label, truth = zip(
         *rows, strict=True
     )
     labelled = np.array([t is not None for t in truth], dtype=bool)
@@ -379,32 +379,34 @@ def _most_recent(conn: Connection, since: datetime | None) -> str:
 
 
 def _rows_query(experiment: str, since: datetime | None) -> Any:
-    row = predictions.alias("row")
-    primary = predictions.alias("primary")
+    """Every prediction of the experiment in time order, with (for a shadow one) the variant
+    and label of the prediction it shadows, and the feedback on the request."""
+    logged = predictions.alias("logged")
+    shadowed = predictions.alias("shadowed")
     return (
         select(
-            row.c.created_at,
-            row.c.variant,
-            row.c.model_version,
-            row.c.label,
-            row.c.latency_ms,
-            row.c.shadow_of,
-            primary.c.variant,
-            primary.c.label,
+            logged.c.variant,
+            logged.c.model_version,
+            logged.c.label,
+            logged.c.latency_ms,
+            logged.c.shadow_of,
+            shadowed.c.variant,
+            shadowed.c.label,
             feedback.c.label,
         )
         .select_from(
-            row.outerjoin(primary, primary.c.id == row.c.shadow_of).outerjoin(
-                feedback, feedback.c.prediction_id == func.coalesce(row.c.shadow_of, row.c.id)
+            logged.outerjoin(shadowed, shadowed.c.id == logged.c.shadow_of).outerjoin(
+                feedback,
+                feedback.c.prediction_id == func.coalesce(logged.c.shadow_of, logged.c.id),
             )
         )
         .where(
             and_(
-                row.c.experiment == experiment,
-                *([] if since is None else [row.c.created_at >= since]),
+                logged.c.experiment == experiment,
+                *([] if since is None else [logged.c.created_at >= since]),
             )
         )
-        .order_by(row.c.created_at, row.c.id)
+        .order_by(logged.c.created_at, logged.c.id)
     )
 
 
