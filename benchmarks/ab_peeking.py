@@ -21,7 +21,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from sentiment_mlops.abtest import (
+from sentiment_mlops.abtest.statistics import (
     fixed_p_independent,
     required_independent,
     required_pairs,

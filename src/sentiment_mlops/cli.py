@@ -315,14 +315,10 @@ def ab_report(
 ) -> None:
     """Per variant: traffic, feedback coverage, accuracy, latency; against the baseline: the
     difference, its test, and whether to promote, keep, or wait for more labels."""
-    from sentiment_mlops.abtest import (
-        AbTestError,
-        Options,
-        analyse,
-        parse_since,
-        print_report,
-        read_log,
-    )
+    from sentiment_mlops.abtest.analysis import Options, analyse
+    from sentiment_mlops.abtest.errors import AbTestError
+    from sentiment_mlops.abtest.log import parse_since, read_log
+    from sentiment_mlops.abtest.report import print_report
 
     if not 0 < mde < 0.5:
         raise typer.BadParameter(

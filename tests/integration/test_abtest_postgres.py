@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import create_engine
 
-from sentiment_mlops.abtest import analyse, read_log
+from sentiment_mlops.abtest.analysis import analyse
+from sentiment_mlops.abtest.log import read_log
 from sentiment_mlops.serving.predictions import metadata
 
 from ..ab_logs import START, LogBuilder

@@ -17,16 +17,13 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_effectsize, proportions_ztest
 
-from sentiment_mlops.abtest import (
-    AbTestError,
-    Options,
-    PredictionLogUnavailable,
-    analyse,
+from sentiment_mlops.abtest.analysis import Options, analyse
+from sentiment_mlops.abtest.errors import AbTestError, PredictionLogUnavailable
+from sentiment_mlops.abtest.log import parse_since, read_log
+from sentiment_mlops.abtest.report import print_report
+from sentiment_mlops.abtest.statistics import (
     fixed_p_independent,
     msprt_p_values,
-    parse_since,
-    print_report,
-    read_log,
     required_independent,
     required_pairs,
     sequential_critical_z,

@@ -3,7 +3,7 @@ joined to it later. SQLAlchemy 2 Core tables; SQLite under `var/` by default, Po
 production (`SENTIMENT_DATABASE_URL`).
 
 The tables are the contract between the server, which writes them, and the A/B report
-(`abtest.py`), which reads them:
+(`abtest/log.py`), which reads them:
 
 - `predictions`: `id` is the prediction id the API returned, a UUIDv7 (time-ordered, so the
   time a prediction was made can be read from its id even after its row is gone); a shadow
