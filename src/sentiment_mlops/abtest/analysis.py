@@ -12,12 +12,12 @@ import numpy as np
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
-from sentiment_mlops.abtest.arrays import BoolArray
 from sentiment_mlops.abtest.errors import AbTestError
 from sentiment_mlops.abtest.log import ExperimentLog
 from sentiment_mlops.abtest.statistics import (
     ALPHA,
     POWER,
+    BoolArray,
     fixed_p_independent,
     required_independent,
     required_pairs,

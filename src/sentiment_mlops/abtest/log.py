@@ -15,8 +15,8 @@ from sqlalchemy import and_, create_engine, func, select
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from sentiment_mlops.abtest.arrays import BoolArray, FloatArray
 from sentiment_mlops.abtest.errors import AbTestError, PredictionLogUnavailable
+from sentiment_mlops.abtest.statistics import BoolArray, FloatArray
 from sentiment_mlops.serving.predictions import feedback, predictions
 
 # How long the PostgreSQL driver may take to connect before the report says it cannot.
@@ -124,7 +124,7 @@ def _most_recent(conn: Connection, since: datetime | None) -> str:
     if name is None:
         raise AbTestError(
             "the prediction log has no predictions"
-            + ("" if since is None else f" since {_when(since)}")
+            + ("" if since is None else f" since {describe_moment(since)}")
         )
     return str(name)
 
@@ -170,14 +170,14 @@ def _nothing_message(conn: Connection, experiment: str, since: datetime | None) 
         .limit(10)
     ).scalars()
     names = ", ".join(repr(n) for n in known) or "none"
-    window = "" if since is None else f" since {_when(since)}"
+    window = "" if since is None else f" since {describe_moment(since)}"
     return (
         f"no predictions for experiment {experiment!r}{window} "
         f"(experiments in the log, most recent first: {names})"
     )
 
 
-def _when(moment: datetime) -> str:
+def describe_moment(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 

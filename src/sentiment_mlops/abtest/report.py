@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sentiment_mlops.abtest.analysis import Report
-from sentiment_mlops.abtest.log import _when
+from sentiment_mlops.abtest.log import describe_moment
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -19,7 +19,7 @@ def print_report(report: Report, console: Console) -> None:
     from rich.table import Table
 
     chosen = " (the most recent in the log)" if report.experiment_most_recent else ""
-    window = "" if report.since is None else f", predictions since {_when(report.since)}"
+    window = "" if report.since is None else f", predictions since {describe_moment(report.since)}"
     console.print(f"Experiment [bold]{report.experiment}[/]{chosen}{window}", highlight=False)
     table = Table(box=box.SIMPLE_HEAD)
     headers = (

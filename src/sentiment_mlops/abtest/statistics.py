@@ -13,7 +13,9 @@ from scipy.stats import norm
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_effectsize, test_proportions_2indep
 
-from sentiment_mlops.abtest.arrays import FloatArray
+FloatArray = npt.NDArray[np.float64]  # one element per prediction, or per look
+BoolArray = npt.NDArray[np.bool_]
+
 
 ALPHA = 0.05
 POWER = 0.8
