@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -23,8 +24,16 @@ SECRET = "integration-tests-secret-0123456789abcdef"
 T = TypeVar("T")
 
 
+def write_routing(path: Path, **config: Any) -> Path:
+    """Write a routing config (the keys of configs/routing.yaml) to `path`; returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def api_settings(var: Path, **overrides: Any) -> Settings:
-    """Settings for a test app: its own var dir, a fixed signing secret, no background poll."""
+    """Settings for a test app: its own var dir, a fixed signing secret, no background poll,
+    and every user on `champion` (its own routing file, whatever configs/routing.yaml says)."""
     values: dict[str, Any] = {
         "var_dir": var,
         "jwt_secret": SecretStr(SECRET),
@@ -33,6 +42,10 @@ def api_settings(var: Path, **overrides: Any) -> Settings:
         "reload_interval_seconds": 3600,
         **overrides,
     }
+    if "routing" not in values:
+        values["routing"] = write_routing(
+            var / "routing.yaml", experiment="default", variants={"champion": 100}
+        )
     return Settings(**values)
 
 

@@ -346,9 +346,11 @@ def serve(
         bool, typer.Option("--train-if-missing", help="Train on the built-in data first if needed")
     ] = False,
 ) -> None:
-    """Serve the champion model over HTTP (see GET /docs)."""
+    """Serve the registry's aliased versions over HTTP, routed by configs/routing.yaml (see
+    GET /docs)."""
     import os
 
+    from sentiment_mlops.serving.routing import read_routing
     from sentiment_mlops.serving.server import prepare_environment, run_server, usage_hint
 
     overrides = {"SENTIMENT_HOST": host, "SENTIMENT_PORT": port, "SENTIMENT_WORKERS": workers}
@@ -356,6 +358,10 @@ def serve(
         if value is not None:
             os.environ[name] = str(value)
     settings = Settings()
+    # A bad routing config stops the command here, in one line; a worker that finds it bad
+    # later (a replacement after the file was edited) listens, unready, and says why.
+    with _user_errors(ConfigError):
+        read_routing(settings)
     if train_if_missing:
         from sentiment_mlops.train import DataSpec
 

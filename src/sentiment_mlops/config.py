@@ -6,7 +6,7 @@ Both are validated here, once, so the rest of the package works with typed value
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -18,6 +18,7 @@ CHALLENGER = "challenger"
 # The smallest difference in accuracy an A/B report looks for (`sentiment ab report --mde`).
 DEFAULT_MDE = 0.02
 DEFAULT_TRAIN_CONFIG = Path("configs/train.yaml")
+DEFAULT_ROUTING_CONFIG = Path("configs/routing.yaml")
 # The longest lifetime a token may have: minting refuses more, verification refuses a token
 # whose `exp` lies further ahead (such an `exp` could not even be held in a datetime).
 MAX_TOKEN_TTL_SECONDS = 366 * 24 * 3600
@@ -44,7 +45,14 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)
+    # The alias served when there is no routing config (see `routing`).
     model_alias: str = CHAMPION
+    # Which aliases answer, in what shares, and which one scores in shadow
+    # (serving/routing.py): this file, else configs/routing.yaml if present, else
+    # `model_alias` alone. A path given here that does not exist is an error.
+    routing: Path | None = None
+    # Shadow predictions waiting or running at once per worker; more are dropped and counted.
+    shadow_max_in_flight: int = Field(default=32, ge=1)
     reload_interval_seconds: float = Field(default=30.0, gt=0)
     # How long one registry call (resolving an alias, fetching and verifying a version) may
     # take before the server reports it as timed out; also the database driver's connect and
@@ -180,23 +188,39 @@ class TrainConfig(BaseModel):
         return flat
 
 
+ConfigModel = TypeVar("ConfigModel", bound=BaseModel)
+
+
+def read_config(path: Path, model: type[ConfigModel]) -> ConfigModel:
+    """A YAML file validated as `model`; ConfigError naming the file and every bad key."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"])
+            if error["type"] == "extra_forbidden":
+                message = "unknown key"
+            else:  # our validators' messages come prefixed
+                message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {message}" if where else message)
+        raise ConfigError(f"{path}: {'; '.join(problems)}") from exc
+
+
 def load_train_config(path: Path | None = None) -> TrainConfig:
     """Read a training config; no path means `configs/train.yaml` if present, else defaults."""
     if path is None:
         if not DEFAULT_TRAIN_CONFIG.is_file():
             return TrainConfig()
         path = DEFAULT_TRAIN_CONFIG
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        return TrainConfig.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: {where}: {first['msg']}") from exc
+    return read_config(path, TrainConfig)
