@@ -3,19 +3,21 @@
 `FakeSource` is a `ModelSource` over in-memory pipelines: aliases point at versions, and
 every failure the model pool must survive (registry unreachable, download error, a call
 that hangs) can be switched on. `Misbehaving` is a "pipeline" whose probabilities are wrong in
-a chosen way.
+a chosen way; `Gated` and `Failing` hold or fail on chosen texts. `RecordingSink` keeps the
+predictions the server hands to the prediction log.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from sentiment_mlops.model import LoadedModel
+from sentiment_mlops.serving.predictor import PredictionEvent
 
 
 class FakeSource:
@@ -86,3 +88,26 @@ class Gated:
             if not self.release.wait(timeout=60):
                 raise TimeoutError("the test never released the held request")
         return np.asarray(self._pipeline.predict_proba(texts))
+
+
+class Failing:
+    """Wraps a fitted pipeline; scoring any text that contains `FAIL` raises RuntimeError."""
+
+    def __init__(self, pipeline: Any) -> None:
+        self.classes_ = pipeline.classes_
+        self._pipeline = pipeline
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        if any("FAIL" in text for text in texts):
+            raise RuntimeError("this model fails on purpose")
+        return np.asarray(self._pipeline.predict_proba(texts))
+
+
+class RecordingSink:
+    """A `PredictionSink` that keeps every event it is given, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[PredictionEvent] = []
+
+    def record(self, events: Sequence[PredictionEvent]) -> None:
+        self.events.extend(events)

@@ -22,8 +22,11 @@ from sentiment_mlops.serving.models import (
     ModelSource,
     NoModelLoaded,
     PreparedModel,
+    ReloadOutcome,
+    ServingModel,
     load_here,
 )
+from sentiment_mlops.serving.routing import RoutingConfig
 
 from ..apps import api_settings, bearer, captured_logs, eventually, ready_client
 from ..fakes import FakeSource, Gated, Misbehaving
@@ -31,11 +34,24 @@ from ..fakes import FakeSource, Gated, Misbehaving
 CLASSES = ("negative", "positive")
 
 
+def champion_only() -> RoutingConfig:
+    return RoutingConfig.single("champion")
+
+
 def _pool(source: FakeSource) -> tuple[ModelPool, Metrics]:
     metrics = Metrics()
     return ModelPool(
-        source, ["champion"], metrics, timeout_seconds=10, load_timeout_seconds=10
+        source, champion_only, metrics, timeout_seconds=10, load_timeout_seconds=10
     ), metrics
+
+
+def refresh(pool: ModelPool) -> list[ReloadOutcome]:
+    """One refresh's outcomes per alias."""
+    return asyncio.run(pool.refresh()).models
+
+
+def answering(pool: ModelPool) -> ServingModel:
+    return pool.answering(None).model
 
 
 def _sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -46,21 +62,21 @@ def _sample(metrics: Metrics, name: str, **labels: str) -> float:
 def test_loads_the_alias_then_reports_unchanged(default_model: Pipeline) -> None:
     source = FakeSource({1: default_model}, {"champion": 1})
     pool, metrics = _pool(source)
-    (first,) = asyncio.run(pool.refresh())
-    (second,) = asyncio.run(pool.refresh())
+    (first,) = refresh(pool)
+    (second,) = refresh(pool)
     assert (first.result, first.version) == ("loaded", 1)
     assert (second.result, second.version) == ("unchanged", 1)
     assert source.loads == [1], "an unchanged alias is not downloaded again"
-    assert pool.answering().version == 1 and pool.answering().scorer.kind == "compiled"
+    assert answering(pool).version == 1 and answering(pool).scorer.kind == "compiled"
     assert _sample(metrics, "model_reloads_total", variant="champion", result="success") == 1
 
 
 def test_missing_alias_serves_nothing() -> None:
     pool, _ = _pool(FakeSource({}, {}))
-    (outcome,) = asyncio.run(pool.refresh())
+    (outcome,) = refresh(pool)
     assert outcome.result == "missing"
     with pytest.raises(NoModelLoaded, match="no verified 'champion' model"):
-        pool.answering()
+        answering(pool)
 
 
 REFUSALS = {
@@ -78,13 +94,13 @@ def test_a_model_with_broken_probabilities_is_refused_and_the_old_one_kept(
     make, message = REFUSALS[case]
     source = FakeSource({1: default_model, 2: Misbehaving(make, CLASSES)}, {"champion": 1})
     pool, metrics = _pool(source)
-    asyncio.run(pool.refresh())
+    refresh(pool)
     source.aliases["champion"] = 2
     with captured_logs() as lines:
-        (outcome,) = asyncio.run(pool.refresh())
+        (outcome,) = refresh(pool)
     assert outcome.result == "failed" and outcome.version == 2
     assert outcome.error is not None and message in outcome.error
-    assert pool.answering().version == 1
+    assert answering(pool).version == 1
     assert _sample(metrics, "model_reloads_total", variant="champion", result="failure") == 1
     (refused,) = [r for r in lines if r["msg"] == "refused model version"]
     assert refused["model_version"] == 2 and message in refused["error"]
@@ -102,11 +118,11 @@ def test_a_version_that_fails_to_load_is_refused(default_model: Pipeline, error:
     source = FakeSource({1: default_model, 2: default_model}, {"champion": 1})
     source.load_errors[2] = error
     pool, metrics = _pool(source)
-    asyncio.run(pool.refresh())
+    refresh(pool)
     source.aliases["champion"] = 2
-    (outcome,) = asyncio.run(pool.refresh())
+    (outcome,) = refresh(pool)
     assert outcome.result == "failed" and outcome.error == str(error)
-    assert pool.answering().version == 1
+    assert answering(pool).version == 1
     assert _sample(metrics, "model_reloads_total", variant="champion", result="failure") == 1
     assert (
         _sample(
@@ -114,7 +130,7 @@ def test_a_version_that_fails_to_load_is_refused(default_model: Pipeline, error:
             "model_info",
             model_version="1",
             variant="champion",
-            sha256=pool.answering().sha256,
+            sha256=answering(pool).sha256,
             scorer="compiled",
         )
         == 1
@@ -124,12 +140,12 @@ def test_a_version_that_fails_to_load_is_refused(default_model: Pipeline, error:
 def test_registry_unreachable_keeps_serving(default_model: Pipeline) -> None:
     source = FakeSource({1: default_model}, {"champion": 1})
     pool, _ = _pool(source)
-    asyncio.run(pool.refresh())
+    refresh(pool)
     source.resolve_error = ConnectionError("connection refused")
-    (outcome,) = asyncio.run(pool.refresh())
+    (outcome,) = refresh(pool)
     assert outcome.result == "unreachable"
     assert outcome.error == "registry unreachable: connection refused"
-    assert pool.answering().version == 1
+    assert answering(pool).version == 1
 
 
 def test_unreachable_missing_and_back_are_told_apart_logged_once_each_and_counted(
@@ -141,11 +157,11 @@ def test_unreachable_missing_and_back_are_told_apart_logged_once_each_and_counte
     pool, metrics = _pool(source)
     source.resolve_error = ConnectionError("connection refused")
     with captured_logs() as lines:
-        results = [asyncio.run(pool.refresh())[0].result for _ in range(3)]
+        results = [refresh(pool)[0].result for _ in range(3)]
         source.resolve_error = None
-        results += [asyncio.run(pool.refresh())[0].result for _ in range(2)]
+        results += [refresh(pool)[0].result for _ in range(2)]
         source.aliases["champion"] = 1
-        results.append(asyncio.run(pool.refresh())[0].result)
+        results.append(refresh(pool)[0].result)
     assert results == ["unreachable"] * 3 + ["missing"] * 2 + ["loaded"]
     states = [(r["msg"], r.get("error")) for r in lines if "registry_state" in r]
     assert states == [
@@ -156,7 +172,7 @@ def test_unreachable_missing_and_back_are_told_apart_logged_once_each_and_counte
     assert [r["msg"] for r in lines].count("alias not set in the registry") == 1
     errors = {"operation": "resolve", "reason": "unreachable"}
     assert _sample(metrics, "model_registry_errors_total", **errors) == 3
-    assert pool.answering().version == 1
+    assert answering(pool).version == 1
 
 
 @pytest.mark.parametrize("operation", ["resolve", "load"])
@@ -361,15 +377,15 @@ def test_the_first_load_runs_here_and_swaps_go_to_the_swap_loader(
 
     pool = ModelPool(
         source,
-        ["champion"],
+        champion_only,
         Metrics(),
         timeout_seconds=10,
         load_timeout_seconds=10,
         swap_loader=swap_loader,
     )
-    asyncio.run(pool.refresh())
+    refresh(pool)
     assert (swapped, source.loads) == ([], [1])
     source.aliases["champion"] = 2
-    (outcome,) = asyncio.run(pool.refresh())
+    (outcome,) = refresh(pool)
     assert (outcome.result, swapped, source.loads) == ("loaded", [2], [1, 2])
-    assert pool.answering().version == 2
+    assert answering(pool).version == 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -39,7 +40,8 @@ from sentiment_mlops.serving.models import (
     NoModelLoaded,
     load_here,
 )
-from sentiment_mlops.serving.predictor import Predictor
+from sentiment_mlops.serving.predictor import PredictionSink, Predictor
+from sentiment_mlops.serving.routing import read_routing
 from sentiment_mlops.serving.throttle import TokenThrottle
 from sentiment_mlops.serving.tokens import Authenticator
 
@@ -76,7 +78,11 @@ def _drain_on_sigterm(services: Services) -> None:
 
 
 def _services(
-    settings: Settings, source: ModelSource, swap_loader: Loader, metrics: Metrics
+    settings: Settings,
+    source: ModelSource,
+    swap_loader: Loader,
+    metrics: Metrics,
+    sink: PredictionSink | None,
 ) -> Services:
     """Resolve keys and clients, and make the (still empty) model pool."""
     authenticator = Authenticator.from_settings(settings)
@@ -89,7 +95,7 @@ def _services(
         )
     pool = ModelPool(
         source,
-        [settings.model_alias],
+        functools.partial(read_routing, settings),
         metrics,
         timeout_seconds=settings.registry_timeout_seconds,
         load_timeout_seconds=settings.model_load_timeout_seconds,
@@ -99,7 +105,7 @@ def _services(
         settings=settings,
         metrics=metrics,
         pool=pool,
-        predictor=Predictor(metrics),
+        predictor=Predictor(metrics, sink, shadow_max_in_flight=settings.shadow_max_in_flight),
         authenticator=authenticator,
         clients=ClientStore.load(settings.clients_file()),
         throttle=TokenThrottle.from_settings(settings),
@@ -110,12 +116,14 @@ def create_app(
     settings: Settings | None = None,
     source: ModelSource | None = None,
     swap_loader: Loader | None = None,
+    prediction_sink: PredictionSink | None = None,
 ) -> FastAPI:
     """Build the app; `source` defaults to the MLflow registry named by `settings`.
 
     `swap_loader` (how a version is loaded while another serves) defaults to a child process
     per load for that registry (serving/loader.py), and to a thread for a `source` given by
-    the caller (tests' stand-ins need not pickle).
+    the caller (tests' stand-ins need not pickle). `prediction_sink` receives every
+    prediction, primary and shadow; by default they are kept nowhere.
     """
     settings = settings or Settings()
     metrics = Metrics()
@@ -127,7 +135,7 @@ def create_app(
         # own, which this replaces with ours.
         configure_logging()
         swaps = swap_loader or (load_here if source is not None else load_in_child)
-        services = _services(settings, model_source, swaps, metrics)
+        services = _services(settings, model_source, swaps, metrics, prediction_sink)
         app.state.services = services
         # The first load too runs in the background, and startup waits for it only a bounded
         # time: waiting without bound kept the server from listening for as long as the
@@ -145,6 +153,7 @@ def create_app(
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
+            await services.predictor.close()
             services.throttle.close()
             mark_worker_dead(os.getpid(), multiprocess_dir())
 

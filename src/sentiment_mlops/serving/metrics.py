@@ -148,6 +148,21 @@ class Metrics:
             ["variant", "result"],
             registry=r,
         )
+        self.routing_reloads = Counter(
+            "routing_reloads_total",
+            "Routing configs that differed from the one in effect, by result: applied, or "
+            "refused (invalid, an alias not set, or a variant without a model; the one in "
+            "effect keeps serving). A refused file is counted at each reload while it stays.",
+            ["result"],
+            registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "model_shadow_dropped_total",
+            "Shadow predictions not made, by shadow variant and reason: busy (too many in "
+            "flight), error (the shadow model raised), no_model (the shadow alias has none).",
+            ["variant", "reason"],
+            registry=r,
+        )
         self.registry_errors = Counter(
             "model_registry_errors_total",
             "Registry calls that failed, by operation (resolve, load) and reason (unreachable, "

@@ -1,4 +1,14 @@
-"""The models a server holds, by alias, and how a newly promoted version replaces one.
+"""The models a server holds, by alias, which one answers a request, and how a newly promoted
+version or a new routing config replaces what serves.
+
+The aliases are the ones the routing config names (serving/routing.py): the variants that
+answer and the shadow. `answering` is the one place that decides which model answers: the
+config's `Router` picks the variant, this pool holds its model. Each refresh reads the config
+again; a new one takes effect only once every variant that gets users has a model and every
+alias it names is set in the registry. Until then the one in effect keeps serving, and the
+refusal is counted (`routing_reloads_total{result="refused"}`), logged once per reason, and
+given in the `/admin/reload` answer. The very first config has nothing to keep and applies at
+once; `/ready` says which of its models are still missing.
 
 A new version is loaded, verified (hash and trusted types, in the registry), compiled and
 warmed up off to the side; only then is the alias map replaced in one assignment. Requests
@@ -28,15 +38,17 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 
+from sentiment_mlops.config import ConfigError
 from sentiment_mlops.model import LoadedModel, Scorer, make_scorer
 from sentiment_mlops.serving.metrics import Metrics
+from sentiment_mlops.serving.routing import OVERRIDE_EXPERIMENT, Router, RoutingConfig
 
 log = logging.getLogger("sentiment_mlops.serving.models")
 
@@ -50,6 +62,7 @@ WARMUP_TEXTS = (
 )
 
 ReloadResultName = Literal["loaded", "unchanged", "failed", "missing", "unreachable", "timeout"]
+RoutingResultName = Literal["applied", "unchanged", "refused"]
 RegistryState = Literal["ok", "unreachable", "timeout", "error"]
 _STATE_MESSAGES: dict[RegistryState, str] = {
     "ok": "model registry answers again",
@@ -98,6 +111,10 @@ class NoModelLoaded(RuntimeError):
     """No verified model is loaded for the alias that should answer; the message says why."""
 
 
+class UnknownVariant(ValueError):
+    """A request asked for a variant the routing config does not name."""
+
+
 class RegistryTimedOut(TimeoutError):
     """A registry call took longer than the timeout, or an earlier one has still not returned."""
 
@@ -124,6 +141,34 @@ class ReloadOutcome:
     version: int | None
     result: ReloadResultName
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class RoutingOutcome:
+    """What a refresh did with the routing config; `experiment` is the one in effect after it."""
+
+    result: RoutingResultName
+    experiment: str | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """One refresh: the routing config's fate, and each alias's."""
+
+    routing: RoutingOutcome
+    models: list[ReloadOutcome]
+
+
+@dataclass(frozen=True)
+class Route:
+    """Who answers one request: the experiment it counts in, the model that answers, and the
+    shadow alias that scores it too (with its model, None while it has none)."""
+
+    experiment: str
+    model: ServingModel
+    shadow: str | None = None
+    shadow_model: ServingModel | None = None
 
 
 @dataclass(frozen=True)
@@ -164,28 +209,34 @@ def load_here(source: ModelSource, version: int) -> PreparedModel:
 
 
 class ModelPool:
-    """Serving models by alias, swapped atomically when the registry moves an alias."""
+    """Serving models by alias, swapped atomically when the registry moves an alias, and the
+    routing config that decides which of them answers."""
 
     def __init__(
         self,
         source: ModelSource,
-        aliases: Sequence[str],
+        routing: Callable[[], RoutingConfig],
         metrics: Metrics,
         *,
         timeout_seconds: float,
         load_timeout_seconds: float,
         swap_loader: Loader = load_here,
     ) -> None:
+        """`routing` reads the routing config, on every refresh; ConfigError if it is bad."""
         self._source = source
         self._swap_loader = swap_loader
-        self.aliases = tuple(aliases)
+        self._read_routing = routing
         self._metrics = metrics
         self._timeouts = {"resolve": timeout_seconds, "load": load_timeout_seconds}
         self._models: dict[str, ServingModel] = {}
+        self._router: Router | None = None
+        self._pending: RoutingConfig | None = None  # a new config not yet in effect
         self._lock = asyncio.Lock()
         self.first_round = asyncio.Event()  # set when the first refresh ended, however it ended
         # Why an alias has no model yet, for /ready and 503 answers; kept up to date.
-        self._waiting = {a: f"looking up alias '{a}' in the registry" for a in self.aliases}
+        self._waiting: dict[str, str] = {}
+        self._no_routing = "reading the routing config"  # why no config is in effect yet
+        self._refusal: str | None = None  # the last routing refusal logged
         self._states: dict[str, RegistryState] = {}
         self._overdue: dict[str, _Overdue] = {}
         self._unset: set[str] = set()  # aliases last found not set, logged once until they are
@@ -193,29 +244,157 @@ class ModelPool:
     def get(self, alias: str) -> ServingModel | None:
         return self._models.get(alias)
 
-    def answering(self) -> ServingModel:
-        """The model that answers a prediction request: the one place that decides it.
+    @property
+    def routing(self) -> RoutingConfig | None:
+        """The routing config in effect, None until the first one was read."""
+        return self._router.config if self._router else None
 
-        Today that is the first alias the pool serves (`SENTIMENT_MODEL_ALIAS`); routing between
-        variants replaces this decision, and nothing else, when it arrives. Without a model,
-        NoModelLoaded says why: still looking, loading a version, the alias not set, the
-        registry unreachable or not answering, the version refused.
+    def answering(self, user: str | None, variant: str | None = None) -> Route:
+        """Who answers a prediction request for `user`: the one place that decides it.
+
+        The routing config's variant for `user` (at random without one), or `variant` if the
+        caller may choose (an admin; the prediction is then outside the experiment). Without
+        a model for it, NoModelLoaded says why: still looking, loading a version, the alias
+        not set, the registry unreachable or not answering, the version refused, or no
+        routing config yet. A variant the config does not name is an UnknownVariant.
         """
-        alias = self.aliases[0]
+        router = self._router_in_effect()
+        config = router.config
+        if variant is None:
+            alias, experiment = router.assign(user), config.experiment
+        elif variant in config.aliases:
+            alias, experiment = variant, OVERRIDE_EXPERIMENT
+        else:
+            raise UnknownVariant(
+                f"variant '{variant}' is not in the routing config of experiment "
+                f"'{config.experiment}'; it names {', '.join(config.aliases)}"
+            )
+        model = self._loaded(alias)
+        shadow = config.shadow if config.shadow != alias else None
+        return Route(experiment, model, shadow, self._models.get(shadow) if shadow else None)
+
+    def readiness(self) -> str:
+        """What serves, e.g. "champion version 3, challenger version 4"; NoModelLoaded naming
+        the first variant that gets users but has no model. A shadow without a model does
+        not make the pool unready: requests are answered without it."""
+        config = self._router_in_effect().config
+        parts = [f"{alias} version {self._loaded(alias).version}" for alias in config.primary]
+        if config.shadow is not None:
+            shadow = self._models.get(config.shadow)
+            parts.append(
+                f"shadow {config.shadow} version {shadow.version}"
+                if shadow is not None
+                else f"shadow {config.shadow} not loaded ({self._why_not(config.shadow)}); "
+                "requests are answered without it"
+            )
+        return ", ".join(parts)
+
+    def _router_in_effect(self) -> Router:
+        if self._router is None:
+            raise NoModelLoaded(f"no routing config in effect yet: {self._no_routing}")
+        return self._router
+
+    def _loaded(self, alias: str) -> ServingModel:
         model = self._models.get(alias)
         if model is None:
             raise NoModelLoaded(
-                f"no verified '{alias}' model is loaded yet: {self._waiting[alias]}"
+                f"no verified '{alias}' model is loaded yet: {self._why_not(alias)}"
             )
         return model
+
+    def _why_not(self, alias: str) -> str:
+        return self._waiting.get(alias, f"looking up alias '{alias}' in the registry")
 
     def snapshot(self) -> dict[str, ServingModel]:
         return dict(self._models)
 
-    async def refresh(self) -> list[ReloadOutcome]:
-        """Resolve every alias now and swap in versions that changed."""
+    async def refresh(self) -> Refresh:
+        """Read the routing config, resolve every alias it (and the one in effect) names and
+        swap in versions that changed; then put a new routing config in effect if it can
+        serve. The first one has nothing to keep: it is in effect at once, while its models
+        load."""
         async with self._lock:
-            return [await self._refresh_one(alias) for alias in self.aliases]
+            try:
+                candidate: RoutingConfig | None = self._read_routing()
+                problem = None
+            except ConfigError as exc:
+                candidate, problem = None, str(exc)
+            first = None
+            if self._router is None and candidate is not None:
+                first = self._apply(candidate)
+            self._pending = candidate if candidate != self.routing else None
+            wanted: list[str] = []
+            for config in (self.routing, self._pending):
+                wanted += [a for a in (config.aliases if config else ()) if a not in wanted]
+            outcomes = [await self._refresh_one(alias) for alias in wanted]
+            routing = first or self._settle(problem, outcomes)
+            self._drop_unrouted()
+            return Refresh(routing, outcomes)
+
+    def _settle(self, problem: str | None, outcomes: list[ReloadOutcome]) -> RoutingOutcome:
+        """Put the pending routing config in effect if it can serve; else say why not."""
+        pending = self._pending
+        if problem is not None:
+            return self._refuse(problem)
+        if pending is None:
+            self._refusal = None
+            return RoutingOutcome("unchanged", self.routing.experiment if self.routing else None)
+        missing = [
+            o.alias for o in outcomes if o.alias in pending.aliases and o.result == "missing"
+        ]
+        if missing:
+            names = ", ".join(f"'{alias}'" for alias in missing)
+            return self._refuse(
+                f"alias {names} named by the routing config is not set in the registry"
+            )
+        for alias in pending.primary:
+            if alias not in self._models:
+                return self._refuse(f"no model for variant '{alias}': {self._why_not(alias)}")
+        return self._apply(pending)
+
+    def _apply(self, config: RoutingConfig) -> RoutingOutcome:
+        previous = self.routing
+        self._router, self._pending, self._refusal = Router(config), None, None
+        self._metrics.routing_reloads.labels("applied").inc()
+        log.info(
+            "routing applied",
+            extra={
+                "experiment": config.experiment,
+                "variants": dict(config.variants),
+                "shadow": config.shadow,
+                "previous_experiment": previous.experiment if previous else None,
+            },
+        )
+        return RoutingOutcome("applied", config.experiment)
+
+    def _refuse(self, error: str) -> RoutingOutcome:
+        """Keep the routing in effect (if any), count the refusal, log it once per reason."""
+        active = self.routing
+        self._metrics.routing_reloads.labels("refused").inc()
+        if active is None:
+            self._no_routing = f"routing config refused: {error}"
+        if error != self._refusal:
+            self._refusal = error
+            log.error(
+                "routing config refused",
+                extra={"error": error, "experiment": active.experiment if active else None},
+            )
+        return RoutingOutcome("refused", active.experiment if active else None, error)
+
+    def _drop_unrouted(self) -> None:
+        """Unload models no routing config (in effect or pending) names any more."""
+        named = {
+            *(self.routing.aliases if self.routing else ()),
+            *(self._pending.aliases if self._pending else ()),
+        }
+        for alias in [a for a in self._models if a not in named]:
+            model = self._models[alias]
+            self._models = {a: m for a, m in self._models.items() if a != alias}
+            self._info(model).set(0)
+            log.info(
+                "model unloaded: no routing config names its alias",
+                extra={"alias": alias, "model_version": model.version},
+            )
 
     async def _refresh_one(self, alias: str) -> ReloadOutcome:
         current = self._models.get(alias)

@@ -1,27 +1,80 @@
-"""Turning texts into predictions: scoring, label choice and the prediction metrics in one place.
+"""Turning texts into predictions: scoring, label choice, the prediction metrics, the shadow, and
+handing every prediction to the sink, in one place.
 
-Routes validate input, pick the model that answers (`ModelPool.answering`) and hand both to
-`Predictor.predict`; what comes back is one typed `Answer`, whatever the route. Keeping the
-metrics here means a prediction is counted the same way however it was asked for, and the
-A/B router only has to choose which `ServingModel` a request gets.
+Routes validate input, ask the pool who answers (`ModelPool.answering`, a `Route`) and hand
+both to `Predictor.predict`; what comes back is one typed `Answer`, whatever the route.
+Keeping the metrics here means a prediction is counted the same way however it was asked for,
+primary or shadow.
+
+The shadow scores the same texts as a background task that the handler never awaits, in a
+thread of its own, so a slow or failing shadow model changes neither the response nor its
+latency. Its predictions have their own ids, are counted under the shadow's variant, and go
+to the sink with `shadow_of` naming the primary prediction of the same text. At most
+`shadow_max_in_flight` shadow requests wait or run at once; beyond that, and when the shadow
+model raises or is not loaded, the shadow prediction is dropped and counted
+(`model_shadow_dropped_total{variant, reason}`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
 
 import numpy as np
 
+from sentiment_mlops.model import Scorer
 from sentiment_mlops.serving.metrics import Metrics
-from sentiment_mlops.serving.models import ServingModel
+from sentiment_mlops.serving.models import Route, ServingModel
 from sentiment_mlops.serving.predictions import new_prediction_id
+
+log = logging.getLogger("sentiment_mlops.serving.predictor")
 
 # Above this many texts scoring moves off the event loop so other requests keep flowing; below
 # it the compiled scorer takes microseconds, less than a hop to a thread would cost.
 INLINE_BATCH_LIMIT = 32
+
+
+@dataclass(frozen=True)
+class PredictionEvent:
+    """One scored text, as the prediction log needs it (serving/predictions.py's columns).
+
+    `subject` is the raw user id or token subject (None when neither is known); the log
+    hashes it. `latency_ms` is the scoring time of the whole request the text came in.
+    `shadow_of` is the primary prediction's id for a shadow prediction, else None.
+    """
+
+    prediction_id: str
+    created_at: datetime
+    experiment: str
+    variant: str
+    model_version: int
+    label: str
+    probabilities: dict[str, float]
+    text: str
+    subject: str | None
+    latency_ms: float
+    shadow_of: str | None
+
+
+class PredictionSink(Protocol):
+    """Where predictions go once made, primary and shadow: the prediction log."""
+
+    def record(self, events: Sequence[PredictionEvent]) -> None:
+        """Take one request's predictions; called on the event loop, so it must neither
+        block nor raise."""
+
+
+class NullSink:
+    """Keeps nothing: the sink when no prediction log is configured."""
+
+    def record(self, events: Sequence[PredictionEvent]) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -35,42 +88,145 @@ class ScoredText:
 
 @dataclass(frozen=True)
 class Answer:
-    """The predictions for one request's texts, in order, and the model that made them."""
+    """The predictions for one request's texts, in order, the model that made them and the
+    experiment they count in."""
 
     model_version: int
     variant: str
+    experiment: str
     predictions: list[ScoredText]
 
 
+def _timed(scorer: Scorer, texts: Sequence[str]) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    proba = scorer.predict_proba(texts)
+    return proba, time.perf_counter() - started
+
+
 class Predictor:
-    """Scores texts with a serving model and records the prediction metrics."""
+    """Scores texts with a route's model, starts its shadow, records metrics and events."""
 
-    def __init__(self, metrics: Metrics, inline_limit: int = INLINE_BATCH_LIMIT) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        sink: PredictionSink | None = None,
+        *,
+        shadow_max_in_flight: int,
+        inline_limit: int = INLINE_BATCH_LIMIT,
+    ) -> None:
         self._metrics = metrics
+        self._sink = sink or NullSink()
         self._inline_limit = inline_limit
+        self._shadow_max = shadow_max_in_flight
+        self._shadows: set[asyncio.Task[None]] = set()
+        # One thread: shadow work queues behind itself, never in front of the primary path's.
+        self._shadow_thread = ThreadPoolExecutor(1, thread_name_prefix="shadow")
 
-    async def predict(self, model: ServingModel, texts: Sequence[str]) -> Answer:
-        """Predictions for `texts` (already validated) by `model`, one per text in order."""
-        started = time.perf_counter()
+    async def predict(self, route: Route, texts: Sequence[str], subject: str | None) -> Answer:
+        """Predictions for `texts` (already validated) by the route's model, one per text in
+        order; the route's shadow is started in the background and not waited for."""
+        model = route.model
         if len(texts) > self._inline_limit:
-            proba = await asyncio.to_thread(model.scorer.predict_proba, texts)
+            proba, seconds = await asyncio.to_thread(_timed, model.scorer, texts)
         else:
-            proba = model.scorer.predict_proba(texts)
-        elapsed = time.perf_counter() - started
+            proba, seconds = _timed(model.scorer, texts)
+        answer = self._answer(model, route.experiment, texts, proba, seconds, subject, None)
+        if route.shadow is not None:
+            self._start_shadow(route.shadow, route.shadow_model, texts, answer, subject)
+        return answer
+
+    def _answer(
+        self,
+        model: ServingModel,
+        experiment: str,
+        texts: Sequence[str],
+        proba: np.ndarray,
+        seconds: float,
+        subject: str | None,
+        shadow_of: Sequence[str] | None,
+    ) -> Answer:
+        """Labels, ids, metrics and sink events for one request's scored texts."""
         version, variant = str(model.version), model.alias
         metrics = self._metrics
-        metrics.inference_duration.labels(version, variant).observe(elapsed)
+        metrics.inference_duration.labels(version, variant).observe(seconds)
         confidence = metrics.confidence.labels(version, variant)
         length = metrics.input_length.labels(version, variant)
         classes = model.classes
-        predictions = []
+        created_at, latency_ms = datetime.now(UTC), seconds * 1000
+        predictions, events = [], []
         best_columns = np.argmax(proba, axis=1).tolist()
-        for text, row, best in zip(texts, proba.tolist(), best_columns, strict=True):
+        for i, (text, row, best) in enumerate(
+            zip(texts, proba.tolist(), best_columns, strict=True)
+        ):
             label = classes[best]
             metrics.predictions.labels(version, variant, label).inc()
             confidence.observe(row[best])
             length.observe(len(text))
-            predictions.append(
-                ScoredText(new_prediction_id(), label, dict(zip(classes, row, strict=True)))
+            scored = ScoredText(new_prediction_id(), label, dict(zip(classes, row, strict=True)))
+            predictions.append(scored)
+            events.append(
+                PredictionEvent(
+                    prediction_id=scored.prediction_id,
+                    created_at=created_at,
+                    experiment=experiment,
+                    variant=variant,
+                    model_version=model.version,
+                    label=label,
+                    probabilities=scored.probabilities,
+                    text=text,
+                    subject=subject,
+                    latency_ms=latency_ms,
+                    shadow_of=shadow_of[i] if shadow_of is not None else None,
+                )
             )
-        return Answer(model.version, variant, predictions)
+        self._sink.record(events)
+        return Answer(model.version, variant, experiment, predictions)
+
+    def _start_shadow(
+        self,
+        alias: str,
+        model: ServingModel | None,
+        texts: Sequence[str],
+        primary: Answer,
+        subject: str | None,
+    ) -> None:
+        """Score `texts` with the shadow `model` in the background, if it has one and there is
+        room; else count the shadow prediction as dropped."""
+        if model is None:
+            self._metrics.shadow_dropped.labels(alias, "no_model").inc()
+            return
+        if len(self._shadows) >= self._shadow_max:
+            self._metrics.shadow_dropped.labels(alias, "busy").inc()
+            return
+        task = asyncio.create_task(self._shadow(model, texts, primary, subject))
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _shadow(
+        self, model: ServingModel, texts: Sequence[str], primary: Answer, subject: str | None
+    ) -> None:
+        """Score `texts` with the shadow model in the shadow thread; never raises."""
+        loop = asyncio.get_running_loop()
+        try:
+            proba, seconds = await loop.run_in_executor(
+                self._shadow_thread, _timed, model.scorer, texts
+            )
+            primary_ids = [p.prediction_id for p in primary.predictions]
+            self._answer(model, primary.experiment, texts, proba, seconds, subject, primary_ids)
+        except Exception as exc:  # a shadow's failure is its own, never the request's
+            self._metrics.shadow_dropped.labels(model.alias, "error").inc()
+            log.error(
+                "shadow prediction failed",
+                extra={
+                    "variant": model.alias,
+                    "model_version": model.version,
+                    "error": f"{type(exc).__name__}: {exc}",
+                },
+            )
+
+    async def close(self) -> None:
+        """Cancel the shadow predictions still in flight (at shutdown)."""
+        for task in list(self._shadows):
+            task.cancel()
+        await asyncio.gather(*self._shadows, return_exceptions=True)
+        self._shadow_thread.shutdown(wait=False, cancel_futures=True)

@@ -1,5 +1,6 @@
-"""The HTTP endpoints: each validates its input, asks the pool which model answers, hands the
-texts to the predictor and returns. What they need arrives as typed dependencies (`deps.py`)."""
+"""The HTTP endpoints: each validates its input, asks the pool which model answers (routing),
+hands the texts to the predictor and returns. What they need arrives as typed dependencies
+(`deps.py`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
+from sentiment_mlops.config import Settings
 from sentiment_mlops.serving.auth import require_scope
 from sentiment_mlops.serving.deps import (
     AccessRecordDep,
@@ -20,8 +22,8 @@ from sentiment_mlops.serving.deps import (
 )
 from sentiment_mlops.serving.metrics import MetricsUnavailable
 from sentiment_mlops.serving.middleware import AccessRecord
-from sentiment_mlops.serving.models import NoModelLoaded
-from sentiment_mlops.serving.predictor import Answer
+from sentiment_mlops.serving.models import ModelPool, NoModelLoaded, UnknownVariant
+from sentiment_mlops.serving.predictor import Answer, Predictor
 from sentiment_mlops.serving.schemas import (
     BatchPrediction,
     BatchPredictRequest,
@@ -32,6 +34,7 @@ from sentiment_mlops.serving.schemas import (
     PredictRequest,
     ReloadResponse,
     ReloadResult,
+    RoutingResult,
     Status,
 )
 from sentiment_mlops.serving.tokens import Principal
@@ -65,6 +68,32 @@ def _check_texts(texts: Sequence[str], max_chars: int) -> None:
             raise HTTPException(422, f"{where} is not valid Unicode (lone surrogate)") from exc
 
 
+async def _answer(
+    texts: list[str],
+    user_id: str | None,
+    variant: str | None,
+    principal: Principal,
+    settings: Settings,
+    pool: ModelPool,
+    predictor: Predictor,
+) -> Answer:
+    """Route the request (by `user_id`, else the token's subject; with auth disabled and no
+    `user_id`, at random), or give it the `variant` an admin asked for, and score it."""
+    if variant is not None and "admin" not in principal.scopes:
+        raise HTTPException(
+            403,
+            "choosing a variant needs a token with the 'admin' scope; leave 'variant' out "
+            "to be routed",
+            headers={"WWW-Authenticate": 'Bearer error="insufficient_scope", scope="admin"'},
+        )
+    subject = user_id or (None if settings.auth_disabled else principal.subject)
+    try:
+        route = pool.answering(subject, variant)
+    except UnknownVariant as exc:
+        raise HTTPException(422, str(exc)) from exc
+    return await predictor.predict(route, texts, subject)
+
+
 def _predictions(answer: Answer) -> list[Prediction]:
     return [
         Prediction(
@@ -94,7 +123,7 @@ def _record(access: AccessRecord, answer: Answer, texts: list[str], log_texts: b
 )
 async def predict(
     body: PredictRequest,
-    _: Annotated[Principal, Depends(require_scope("predict"))],
+    principal: Annotated[Principal, Depends(require_scope("predict"))],
     settings: SettingsDep,
     pool: PoolDep,
     predictor: PredictorDep,
@@ -102,7 +131,7 @@ async def predict(
 ) -> Prediction:
     _check_texts([body.text], settings.max_text_chars)
     texts = [body.text]
-    answer = await predictor.predict(pool.answering(), texts)
+    answer = await _answer(texts, body.user_id, body.variant, principal, settings, pool, predictor)
     _record(access, answer, texts, settings.log_texts)
     return _predictions(answer)[0]
 
@@ -116,7 +145,7 @@ async def predict(
 )
 async def predict_batch(
     body: BatchPredictRequest,
-    _: Annotated[Principal, Depends(require_scope("predict"))],
+    principal: Annotated[Principal, Depends(require_scope("predict"))],
     settings: SettingsDep,
     pool: PoolDep,
     predictor: PredictorDep,
@@ -127,7 +156,9 @@ async def predict_batch(
             422, f"{len(body.texts)} texts in one batch; the limit is {settings.max_batch_size}"
         )
     _check_texts(body.texts, settings.max_text_chars)
-    answer = await predictor.predict(pool.answering(), body.texts)
+    answer = await _answer(
+        body.texts, body.user_id, body.variant, principal, settings, pool, predictor
+    )
     _record(access, answer, body.texts, settings.log_texts)
     return BatchPrediction(predictions=_predictions(answer))
 
@@ -156,17 +187,22 @@ async def models(
     "/admin/reload",
     response_model=ReloadResponse,
     responses=ERRORS,
-    summary="Re-resolve aliases in the registry now and swap in changed versions",
+    summary="Read the routing config and re-resolve its aliases in the registry now; swap in "
+    "changed versions and a new routing config that can serve",
 )
 async def reload_models(
     _: Annotated[Principal, Depends(require_scope("admin"))], pool: PoolDep
 ) -> ReloadResponse:
-    outcomes = await pool.refresh()
+    refresh = await pool.refresh()
+    routing = refresh.routing
     return ReloadResponse(
+        routing=RoutingResult(
+            result=routing.result, experiment=routing.experiment, error=routing.error
+        ),
         results=[
             ReloadResult(alias=o.alias, version=o.version, result=o.result, error=o.error)
-            for o in outcomes
-        ]
+            for o in refresh.models
+        ],
     )
 
 
@@ -179,16 +215,17 @@ async def health() -> Status:
     "/ready",
     response_model=Status,
     responses={503: {"model": Status}},
-    summary="Readiness: a verified model is loaded and the server is not shutting down",
+    summary="Readiness: every variant that gets users has a verified model, and the server is "
+    "not shutting down",
 )
 async def ready(services: ServicesDep) -> Response:
     if services.draining:
         return JSONResponse({"status": "draining", "detail": "shutting down"}, status_code=503)
     try:
-        model = services.pool.answering()
+        serving = services.pool.readiness()
     except NoModelLoaded as exc:
         return JSONResponse({"status": "not ready", "detail": str(exc)}, status_code=503)
-    return JSONResponse({"status": "ready", "detail": f"{model.alias} version {model.version}"})
+    return JSONResponse({"status": "ready", "detail": serving})
 
 
 @router.get(

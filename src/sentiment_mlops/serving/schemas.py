@@ -3,21 +3,41 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, Field, StrictStr
 
-from sentiment_mlops.serving.models import ReloadResultName
+from sentiment_mlops.serving.models import ReloadResultName, RoutingResultName
+
+UserId = Annotated[
+    StrictStr | None,
+    Field(
+        max_length=256,
+        description="Stable id of the end user, if any: the same id always gets the same variant "
+        "of an experiment. Without one, the token's subject is used.",
+    ),
+]
+Variant = Annotated[
+    StrictStr | None,
+    Field(
+        max_length=64,
+        description="Answer with this variant (an alias the routing config names) instead of the "
+        "routed one; needs a token with the admin scope. Such predictions are outside the "
+        "experiment (experiment 'override').",
+    ),
+]
 
 
 class PredictRequest(BaseModel):
     text: StrictStr = Field(min_length=1, description="The text to classify.")
-    user_id: StrictStr | None = Field(
-        default=None, max_length=256, description="Stable id of the end user, if any."
-    )
+    user_id: UserId = None
+    variant: Variant = None
 
 
 class BatchPredictRequest(BaseModel):
     texts: list[StrictStr] = Field(min_length=1, description="Texts to classify, in order.")
+    user_id: UserId = None
+    variant: Variant = None
 
 
 class Prediction(BaseModel):
@@ -58,7 +78,18 @@ class ReloadResult(BaseModel):
     error: str | None = None
 
 
+class RoutingResult(BaseModel):
+    result: RoutingResultName = Field(
+        description="applied: the routing config read now is in effect; unchanged: it is the "
+        "one in effect; refused: it is invalid, names an alias not set in the registry, or a "
+        "variant that gets users has no model, and the one in effect keeps serving."
+    )
+    experiment: str | None = Field(description="The experiment in effect after this reload.")
+    error: str | None = Field(default=None, description="Why the routing config was refused.")
+
+
 class ReloadResponse(BaseModel):
+    routing: RoutingResult
     results: list[ReloadResult]
 
 
