@@ -214,6 +214,19 @@ def test_a_changed_routing_file_applies_on_reload(server: Server) -> None:
     assert applied["previous_experiment"] == "tone"
 
 
+def test_the_registry_poll_applies_a_changed_routing_file_too(
+    tmp_path: Path, default_model: Pipeline
+) -> None:
+    server = Server(tmp_path, both(default_model), reload_interval_seconds=0.05)
+    server.route(experiment="tone", variants={"champion": 100})
+    with ready_client(server.app(), headers=bearer("predict")) as client:
+        server.route(experiment="tone", variants={"challenger": 100})
+        eventually(
+            lambda: client.post("/predict", json={"text": "ok"}).json()["variant"] == "challenger",
+            "the poll to apply the new routing",
+        )
+
+
 def test_an_alias_no_config_names_any_more_is_unloaded(server: Server) -> None:
     server.route(experiment="tone", variants={"champion": 100})
     with ready_client(server.app(), headers=bearer("predict")) as client:
