@@ -30,6 +30,7 @@ from sentiment_mlops.abtest.statistics import (
     sequential_p_independent,
     sequential_p_paired,
 )
+from sentiment_mlops.serving.predictions import OVERRIDE_EXPERIMENT
 from tests.ab_logs import START, LogBuilder, new_log
 
 SEED = 20261102
@@ -299,6 +300,11 @@ def test_default_experiment_is_the_most_recent_and_since_limits_the_window(log_u
         "challenger", 3, right=10, wrong=0
     ).write(log_url, start=later)
 
+    assert read_log(log_url).experiment == "new"
+    # Predictions whose variant an admin chose come later still, but are no experiment.
+    LogBuilder(OVERRIDE_EXPERIMENT).served("challenger", 3, right=1, wrong=0).write(
+        log_url, start=later + timedelta(days=1)
+    )
     assert read_log(log_url).experiment == "new"
     old = read_log(log_url, experiment="old")
     assert (old.experiment, old.most_recent, len(old.variant)) == ("old", False, 10)

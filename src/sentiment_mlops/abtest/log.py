@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from sentiment_mlops.abtest.errors import AbTestError, PredictionLogUnavailable
 from sentiment_mlops.abtest.statistics import BoolArray, FloatArray
-from sentiment_mlops.serving.predictions import feedback, predictions
+from sentiment_mlops.serving.predictions import OVERRIDE_EXPERIMENT, feedback, predictions
 
 # How long the PostgreSQL driver may take to connect before the report says it cannot.
 CONNECT_TIMEOUT_SECONDS = 10
@@ -116,6 +116,7 @@ def _reason(exc: SQLAlchemyError) -> str:
 def _most_recent(conn: Connection, since: datetime | None) -> str:
     query = (
         select(predictions.c.experiment)
+        .where(predictions.c.experiment != OVERRIDE_EXPERIMENT)
         .where(*([] if since is None else [predictions.c.created_at >= since]))
         .order_by(predictions.c.created_at.desc())
         .limit(1)
@@ -165,6 +166,7 @@ def _nothing_message(conn: Connection, experiment: str, since: datetime | None) 
     latest = func.max(predictions.c.created_at)
     known = conn.execute(
         select(predictions.c.experiment)
+        .where(predictions.c.experiment != OVERRIDE_EXPERIMENT)
         .group_by(predictions.c.experiment)
         .order_by(latest.desc())
         .limit(10)

@@ -48,7 +48,8 @@ import numpy as np
 from sentiment_mlops.config import ConfigError
 from sentiment_mlops.model import LoadedModel, Scorer, make_scorer
 from sentiment_mlops.serving.metrics import Metrics
-from sentiment_mlops.serving.routing import OVERRIDE_EXPERIMENT, Router, RoutingConfig
+from sentiment_mlops.serving.predictions import OVERRIDE_EXPERIMENT
+from sentiment_mlops.serving.routing import Router, RoutingConfig
 
 log = logging.getLogger("sentiment_mlops.serving.models")
 

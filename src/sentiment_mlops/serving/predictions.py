@@ -34,6 +34,9 @@ from sqlalchemy import (
     Text,
 )
 
+# The experiment of predictions whose variant an admin chose: not part of any A/B comparison.
+OVERRIDE_EXPERIMENT = "override"
+
 metadata = MetaData()
 
 predictions = Table(

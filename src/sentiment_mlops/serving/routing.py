@@ -40,10 +40,10 @@ from pydantic import (
 )
 
 from sentiment_mlops.config import DEFAULT_ROUTING_CONFIG, ConfigError, Settings, read_config
+from sentiment_mlops.serving.predictions import OVERRIDE_EXPERIMENT
 
 BUCKETS = 10_000  # weights are percentages with two decimals at most
 DEFAULT_EXPERIMENT = "default"
-OVERRIDE_EXPERIMENT = "override"  # predictions whose variant an admin chose
 
 Alias = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Weight = Annotated[float, Field(strict=True, ge=0, le=100, allow_inf_nan=False)]
