@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import platform
 import subprocess
 import sys
@@ -45,10 +44,10 @@ from mlflow.protos.databricks_pb2 import (
     TEMPORARILY_UNAVAILABLE,
     ErrorCode,
 )
-from sqlalchemy.engine import make_url
 
 from sentiment_mlops.checksums import file_sha256
 from sentiment_mlops.config import CHAMPION, Settings
+from sentiment_mlops.databases import url_scheme, with_driver_timeouts
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -180,7 +179,7 @@ class Registry:
         connection 10 times over ~100 s, writing a warning each time, before raising. One
         connection attempt of our own, with the driver's timeouts, fails in milliseconds.
         """
-        if _scheme(self._store_uri) in _SQLALCHEMY_SCHEMES:
+        if url_scheme(self._store_uri) in _SQLALCHEMY_SCHEMES:
             engine = sqlalchemy.create_engine(self._store_uri, poolclass=sqlalchemy.pool.NullPool)
             try:
                 engine.connect().close()
@@ -200,7 +199,7 @@ class Registry:
         if experiment is not None:
             return str(experiment.experiment_id)
         location = None
-        if _scheme(self.tracking_uri) in _DATABASE_SCHEMES:
+        if url_scheme(self.tracking_uri) in _DATABASE_SCHEMES:
             self._artifact_location.mkdir(parents=True, exist_ok=True)
             location = self._artifact_location.as_uri()
         try:
@@ -451,43 +450,6 @@ class Registry:
                 )
             pipeline = _load_model(path)
         return LoadedModel(pipeline, version, expected, mv.run_id or "")
-
-
-def _scheme(uri: str) -> str:
-    """The store kind a URI names: `postgresql` for `postgresql+psycopg2://…`."""
-    return uri.split(":", 1)[0].split("+", 1)[0]
-
-
-def with_driver_timeouts(uri: str, seconds: float) -> str:
-    """`uri` with the database driver's own timeouts added where the URI does not set them.
-
-    A thread waiting on a frozen database cannot be interrupted; these make the driver give
-    up instead. MLflow builds its engine from the URI alone (its `MLFLOW_SQLALCHEMYSTORE_*`
-    variables set pool options, not driver ones), so the URI's query is the one way in:
-    - PostgreSQL (psycopg2, psycopg): libpq's `connect_timeout` (whole seconds, at least 2)
-      and a server-side `statement_timeout`, which also bounds waiting for a lock. (A server
-      that is stopped outright cannot cancel anything: then only the caller's timeout helps.)
-    - MySQL (PyMySQL, mysqlclient): `connect_timeout`, `read_timeout`, `write_timeout`.
-    - SQLite: nothing to add. MLflow runs `PRAGMA busy_timeout = 20000` at the start of every
-      session (`mlflow/store/db/utils.py`), replacing the driver's `timeout`, so a locked
-      file makes each statement wait up to 20 s; the server's own timeout answers first.
-    Other stores are left as they are.
-    """
-    if _scheme(uri) not in ("postgresql", "mysql"):
-        return uri
-    url = make_url(uri)
-    whole = str(max(2, math.ceil(seconds)))
-    query = dict(url.query)
-    if url.get_backend_name() == "postgresql" and url.get_driver_name() in ("psycopg2", "psycopg"):
-        query.setdefault("connect_timeout", whole)
-        options = str(query.get("options", ""))
-        if "statement_timeout" not in options:
-            timeout = f"-c statement_timeout={math.ceil(seconds * 1000)}"
-            query["options"] = f"{options} {timeout}".strip()
-    elif url.get_backend_name() == "mysql":
-        for key in ("connect_timeout", "read_timeout", "write_timeout"):
-            query.setdefault(key, whole)
-    return url.set(query=query).render_as_string(hide_password=False)
 
 
 def _does_not_exist(exc: BaseException) -> bool:

@@ -15,13 +15,13 @@ from sentiment_mlops import registry as registry_mod
 from sentiment_mlops.checksums import file_sha256
 from sentiment_mlops.config import Settings, TrainConfig
 from sentiment_mlops.data import LabelledTexts, Split
+from sentiment_mlops.databases import with_driver_timeouts
 from sentiment_mlops.model import build_pipeline
 from sentiment_mlops.registry import (
     IntegrityError,
     Registry,
     RegistryError,
     RegistryUnavailable,
-    with_driver_timeouts,
 )
 from sentiment_mlops.serving.launcher import free_port
 from sentiment_mlops.train import DataSpec, fit

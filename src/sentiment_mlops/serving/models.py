@@ -459,7 +459,7 @@ class ModelPool:
         that overruns is left to finish on its own, and until it does no other call is made
         for this alias: each poll would otherwise leave one more thread, and one more
         database connection, stuck behind the first. The driver's own timeouts (see
-        `registry.with_driver_timeouts`) usually end it soon after; a database server that
+        `databases.with_driver_timeouts`) usually end it soon after; a database server that
         is stopped outright may hold it for good. The thread is a daemon so that it holds
         up neither the event loop's shutdown (which waits for `asyncio.to_thread`'s
         threads) nor the process's exit.
