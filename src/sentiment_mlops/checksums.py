@@ -1,4 +1,5 @@
-"""File hashes used to verify downloads and model artifacts before anything reads them."""
+"""SHA-256 hashes: of files, to verify downloads and model artifacts before anything reads
+them; of texts, so the prediction log can keep a text's or a user's fingerprint without it."""
 
 from __future__ import annotations
 
@@ -15,3 +16,8 @@ def file_sha256(path: Path) -> str:
         while chunk := handle.read(_CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def text_sha256(text: str) -> str:
+    """Hex SHA-256 of a text's UTF-8 bytes (a lone surrogate is hashed, not refused)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()

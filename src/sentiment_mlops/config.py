@@ -22,6 +22,8 @@ DEFAULT_ROUTING_CONFIG = Path("configs/routing.yaml")
 # The longest lifetime a token may have: minting refuses more, verification refuses a token
 # whose `exp` lies further ahead (such an `exp` could not even be held in a datetime).
 MAX_TOKEN_TTL_SECONDS = 366 * 24 * 3600
+# The prediction log's databases (plain `postgresql://` would make SQLAlchemy look for psycopg 3).
+LOG_DATABASE_SCHEMES = ("sqlite", "postgresql+psycopg2")
 
 
 class ConfigError(ValueError):
@@ -37,8 +39,20 @@ class Settings(BaseSettings):
     model_name: str = MODEL_NAME
     mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
     artifact_root: Path | None = None
-    # The prediction log (serving/predictions.py); default: a SQLite file under var_dir.
+    # The prediction log (serving/prediction_log.py); default: a SQLite file under var_dir.
     database_url: str | None = None
+    # The log database driver's connect and statement timeouts (PostgreSQL) or busy timeout
+    # (SQLite), and how long POST /feedback waits for the log before answering 503.
+    database_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Rows a worker holds while the log database is slow or down; beyond that new rows are
+    # dropped and counted (prediction_log_dropped_total).
+    prediction_log_queue_size: int = Field(default=10_000, ge=1)
+    # Keep each request's text in the log (off: only its SHA-256 and length are kept).
+    prediction_log_texts: bool = False
+    # Rows older than this are deleted by the writer, and feedback for them is refused (404).
+    prediction_retention_days: int = Field(default=90, ge=1)
+    # How long shutdown waits for the queue to be written; what is left is dropped and counted.
+    prediction_log_flush_seconds: float = Field(default=10.0, ge=0)
     data_cache_dir: Path | None = None
 
     # Serving
@@ -101,6 +115,19 @@ class Settings(BaseSettings):
     token_failure_window_seconds: int = Field(default=60, ge=1)
     token_checks_concurrent: int = Field(default=2, ge=1)
     token_checks_queued: int = Field(default=8, ge=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _log_database(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = value.split(":", 1)[0]
+        if scheme not in LOG_DATABASE_SCHEMES:
+            raise ValueError(
+                f"the prediction log needs a {' or '.join(LOG_DATABASE_SCHEMES)} URL, "
+                f"not {scheme}://"
+            )
+        return value
 
     def clients_file(self) -> Path:
         """OAuth2 clients (ids, hashed secrets, scopes) that may ask `POST /token` for tokens."""

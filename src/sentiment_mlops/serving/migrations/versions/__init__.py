@@ -1,0 +1,1 @@
+"""The prediction log's schema, one revision per file, oldest first."""
