@@ -171,6 +171,28 @@ class Metrics:
             registry=r,
         )
 
+        self.feedback = Counter(
+            "model_feedback_total",
+            "Feedback joined to predictions (repeats not counted), by the model version and "
+            "variant that made the prediction and whether its label was the true one.",
+            ["model_version", "variant", "correct"],
+            registry=r,
+        )
+        self.log_queue_depth = Gauge(
+            "prediction_log_queue_depth",
+            "Predictions waiting to be written to the prediction log (all live workers).",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.log_dropped = Counter(
+            "prediction_log_dropped_total",
+            "Predictions never written to the prediction log, by reason: queue_full (the "
+            "database was slow or down and the queue full), shutdown (still queued when the "
+            "flush at shutdown ran out of time), rejected (the database refused the row).",
+            ["reason"],
+            registry=r,
+        )
+
     def exposition(self) -> tuple[bytes, str]:
         """The text format for `/metrics`: all workers' samples when in multiprocess mode,
         and the parent's count of restarted workers. MetricsUnavailable if the parent found

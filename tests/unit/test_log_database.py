@@ -1,0 +1,150 @@
+"""The prediction log on SQLite: migrations build exactly the tables `predictions.py` defines
+(and can be undone), the file is in WAL mode, several writers (as several workers would) share
+it, a retried batch is written once, and old rows expire."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from pydantic import ValidationError
+from sqlalchemy import func, inspect, select
+
+from sentiment_mlops.config import Settings
+from sentiment_mlops.serving.log_database import VERSION_TABLE, LogDatabase
+from sentiment_mlops.serving.metrics import Metrics
+from sentiment_mlops.serving.prediction_log import PredictionLog, prediction_row
+from sentiment_mlops.serving.predictions import metadata, predictions
+
+from ..apps import eventually
+from ..prediction_events import BOUND, event
+
+TABLES = {"predictions", "feedback", VERSION_TABLE}
+
+
+def database(path: Path) -> LogDatabase:
+    return LogDatabase(f"sqlite:///{path}", timeout_seconds=BOUND)
+
+
+def ids_in(db: LogDatabase) -> list[str]:
+    with db.engine.connect() as connection:
+        return sorted(connection.execute(select(predictions.c.id)).scalars())
+
+
+def test_migrations_build_the_tables_of_the_contract_and_can_be_undone(tmp_path: Path) -> None:
+    db = database(tmp_path / "var" / "predictions.db")
+    db.migrate()
+    db.migrate()  # at head already: nothing to do
+    assert set(inspect(db.engine).get_table_names()) == TABLES
+    with db.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        assert context.get_current_revision() == "0001"
+        assert compare_metadata(context, metadata) == [], "migrations differ from predictions.py"
+    db.downgrade("base")
+    assert set(inspect(db.engine).get_table_names()) == {VERSION_TABLE}
+    db.migrate()
+    assert set(inspect(db.engine).get_table_names()) == TABLES
+    db.dispose()
+
+
+def test_the_file_is_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "predictions.db"
+    db = database(path)
+    db.migrate()
+    db.dispose()
+    with sqlite3.connect(path) as raw:  # WAL is a property of the file, not of our connections
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_workers_migrating_and_writing_the_same_file_at_once_lose_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "predictions.db"
+    writers = [
+        PredictionLog(
+            database(path),
+            Metrics(),
+            queue_size=10_000,
+            keep_texts=True,
+            retention_days=90,
+            timeout_seconds=BOUND,
+            flush_seconds=BOUND,
+            batch_rows=7,
+        )
+        for _ in range(4)
+    ]
+    made: list[str] = []
+    for writer in writers:
+        writer.start()
+
+    def produce(writer: PredictionLog) -> None:
+        for _ in range(150):
+            e = event()
+            writer.record([e])
+            made.append(e.prediction_id)
+
+    producers = [threading.Thread(target=produce, args=(w,)) for w in writers]
+    for producer in producers:
+        producer.start()
+    for producer in producers:
+        producer.join(BOUND)
+    for writer in writers:
+        assert writer.flush(BOUND)
+        assert writer.health() == "ok"
+        writer.close()
+    assert ids_in(database(path)) == sorted(made)
+
+
+def test_a_batch_written_twice_is_kept_once(tmp_path: Path) -> None:
+    """A batch whose commit reached the database but whose answer was lost is retried."""
+    db = database(tmp_path / "predictions.db")
+    db.migrate()
+    rows = [prediction_row(event(), keep_text=False) for _ in range(3)]
+    db.insert(rows)
+    db.insert([*rows, prediction_row(event(), keep_text=False)])
+    with db.engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(predictions)).scalar() == 4
+
+
+def test_the_writer_deletes_rows_older_than_the_retention(tmp_path: Path) -> None:
+    db = database(tmp_path / "predictions.db")
+    log = PredictionLog(
+        db,
+        Metrics(),
+        queue_size=100,
+        keep_texts=False,
+        retention_days=30,
+        timeout_seconds=BOUND,
+        flush_seconds=BOUND,
+        expiry_every_seconds=0.05,
+    )
+    now = datetime.now(UTC)
+
+    def made(days_ago: float) -> str:
+        when = now - timedelta(days=days_ago)
+        old = event(created_at=when)
+        log.record([old])
+        return old.prediction_id
+
+    db.migrate()  # so that the test can read the table before the writer has written
+    try:
+        log.start()
+        fresh = [made(0), made(29)]
+        made(31)
+        eventually(lambda: ids_in(db) == sorted(fresh), "the 31-day-old row deleted")
+        made(400)  # a later pass deletes what has expired since
+        kept = made(1)
+        eventually(lambda: ids_in(db) == sorted([*fresh, kept]), "the next pass")
+    finally:
+        log.close()
+
+
+@pytest.mark.parametrize("url", ["mysql+pymysql://db/log", "postgresql://db/log"])
+def test_only_databases_the_log_supports_are_accepted(url: str) -> None:
+    with pytest.raises(ValidationError, match=r"sqlite or postgresql\+psycopg2 URL"):
+        Settings(database_url=url)
