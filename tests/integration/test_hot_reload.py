@@ -96,7 +96,11 @@ def test_tampered_version_is_refused_then_a_promotion_swaps_under_load(
     assert {status for _, status, _ in traffic.results} == {200}
     assert len(traffic.results) > 100
     assert 'model_reloads_total{result="failure",variant="champion"}' in refused_metrics
-    assert ready_while_refused == {"status": "ready", "detail": "champion version 1"}
+    assert ready_while_refused == {
+        "status": "ready",
+        "detail": "champion version 1",
+        "prediction_log": "ok",
+    }
     refused = [r for r in srv.log_records() if r.get("msg") == "refused model version"]
     assert refused and "does not match the registered" in refused[0]["error"]
     ordered = sorted(traffic.results)

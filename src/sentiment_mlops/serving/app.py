@@ -3,7 +3,9 @@
 `sentiment serve` runs it through uvicorn's factory mode (`sentiment_mlops.serving.app:create_app`)
 so importing this module builds nothing; keys are loaded when the app starts, and models by
 the pool in the background from then on, so the server listens even while the registry is
-down (`/health` answers, `/ready` says why it is not ready yet).
+down (`/health` answers, `/ready` says why it is not ready yet). The prediction log's writer
+starts with the app too, and prepares its tables in the background: a log database that is
+down holds up no request. At shutdown it writes what is still queued before the worker exits.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from fastapi.responses import JSONResponse
 
 from sentiment_mlops import __version__
 from sentiment_mlops.config import Settings
-from sentiment_mlops.serving import auth, routes
+from sentiment_mlops.serving import auth, feedback, routes
 from sentiment_mlops.serving.clients import ClientStore
 from sentiment_mlops.serving.deps import Services
 from sentiment_mlops.serving.docs import install_docs
@@ -40,6 +42,7 @@ from sentiment_mlops.serving.models import (
     NoModelLoaded,
     load_here,
 )
+from sentiment_mlops.serving.prediction_log import PredictionLog
 from sentiment_mlops.serving.predictor import PredictionSink, Predictor
 from sentiment_mlops.serving.routing import read_routing
 from sentiment_mlops.serving.throttle import TokenThrottle
@@ -101,11 +104,15 @@ def _services(
         load_timeout_seconds=settings.model_load_timeout_seconds,
         swap_loader=swap_loader,
     )
+    prediction_log = PredictionLog.from_settings(settings, metrics)
     return Services(
         settings=settings,
         metrics=metrics,
         pool=pool,
-        predictor=Predictor(metrics, sink, shadow_max_in_flight=settings.shadow_max_in_flight),
+        predictor=Predictor(
+            metrics, sink or prediction_log, shadow_max_in_flight=settings.shadow_max_in_flight
+        ),
+        prediction_log=prediction_log,
         authenticator=authenticator,
         clients=ClientStore.load(settings.clients_file()),
         throttle=TokenThrottle.from_settings(settings),
@@ -122,8 +129,10 @@ def create_app(
 
     `swap_loader` (how a version is loaded while another serves) defaults to a child process
     per load for that registry (serving/loader.py), and to a thread for a `source` given by
-    the caller (tests' stand-ins need not pickle). `prediction_sink` receives every
-    prediction, primary and shadow; by default they are kept nowhere.
+    the caller (tests' stand-ins need not pickle). Every prediction, primary and shadow, goes
+    to the prediction log (`SENTIMENT_DATABASE_URL`), or to `prediction_sink` instead when one
+    is given (tests that watch what the predictor records); feedback and `/ready` always
+    use the prediction log.
     """
     settings = settings or Settings()
     metrics = Metrics()
@@ -137,6 +146,7 @@ def create_app(
         swaps = swap_loader or (load_here if source is not None else load_in_child)
         services = _services(settings, model_source, swaps, metrics, prediction_sink)
         app.state.services = services
+        services.prediction_log.start()
         # The first load too runs in the background, and startup waits for it only a bounded
         # time: waiting without bound kept the server from listening for as long as the
         # registry did not answer, and not waiting at all let a worker accept requests it could
@@ -154,6 +164,8 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
             await services.predictor.close()
+            # bounded by SENTIMENT_PREDICTION_LOG_FLUSH_SECONDS; what is left is counted
+            await asyncio.to_thread(services.prediction_log.close)
             services.throttle.close()
             mark_worker_dead(os.getpid(), multiprocess_dir())
 
@@ -167,6 +179,7 @@ def create_app(
         redoc_url=None,
     )
     app.include_router(routes.router)
+    app.include_router(feedback.router)
     app.include_router(auth.router)
     install_docs(app)
     app.add_middleware(

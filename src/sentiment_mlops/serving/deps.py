@@ -19,6 +19,7 @@ from sentiment_mlops.serving.clients import ClientStore
 from sentiment_mlops.serving.metrics import Metrics
 from sentiment_mlops.serving.middleware import AccessRecord
 from sentiment_mlops.serving.models import ModelPool
+from sentiment_mlops.serving.prediction_log import PredictionLog
 from sentiment_mlops.serving.predictor import Predictor
 from sentiment_mlops.serving.throttle import TokenThrottle
 from sentiment_mlops.serving.tokens import Authenticator
@@ -32,6 +33,7 @@ class Services:
     metrics: Metrics
     pool: ModelPool
     predictor: Predictor
+    prediction_log: PredictionLog
     authenticator: Authenticator
     clients: ClientStore
     throttle: TokenThrottle
@@ -64,6 +66,10 @@ async def get_predictor(services: ServicesDep) -> Predictor:
     return services.predictor
 
 
+async def get_prediction_log(services: ServicesDep) -> PredictionLog:
+    return services.prediction_log
+
+
 async def get_authenticator(services: ServicesDep) -> Authenticator:
     return services.authenticator
 
@@ -84,6 +90,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 PoolDep = Annotated[ModelPool, Depends(get_pool)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+PredictionLogDep = Annotated[PredictionLog, Depends(get_prediction_log)]
 AuthenticatorDep = Annotated[Authenticator, Depends(get_authenticator)]
 ClientsDep = Annotated[ClientStore, Depends(get_clients)]
 ThrottleDep = Annotated[TokenThrottle, Depends(get_throttle)]

@@ -32,6 +32,7 @@ from sentiment_mlops.serving.schemas import (
     ModelsResponse,
     Prediction,
     PredictRequest,
+    Readiness,
     ReloadResponse,
     ReloadResult,
     RoutingResult,
@@ -213,19 +214,25 @@ async def health() -> Status:
 
 @router.get(
     "/ready",
-    response_model=Status,
-    responses={503: {"model": Status}},
+    response_model=Readiness,
+    responses={503: {"model": Readiness}},
     summary="Readiness: every variant that gets users has a verified model, and the server is "
     "not shutting down",
+    description="`prediction_log` says whether predictions are being written to the log; a "
+    "log that cannot be written does not make the server unready (predictions wait in a "
+    "bounded queue meanwhile).",
 )
 async def ready(services: ServicesDep) -> Response:
+    prediction_log = services.prediction_log.health()
     if services.draining:
-        return JSONResponse({"status": "draining", "detail": "shutting down"}, status_code=503)
+        body = {"status": "draining", "detail": "shutting down", "prediction_log": prediction_log}
+        return JSONResponse(body, status_code=503)
     try:
         serving = services.pool.readiness()
     except NoModelLoaded as exc:
-        return JSONResponse({"status": "not ready", "detail": str(exc)}, status_code=503)
-    return JSONResponse({"status": "ready", "detail": serving})
+        body = {"status": "not ready", "detail": str(exc), "prediction_log": prediction_log}
+        return JSONResponse(body, status_code=503)
+    return JSONResponse({"status": "ready", "detail": serving, "prediction_log": prediction_log})
 
 
 @router.get(

@@ -98,5 +98,31 @@ class Status(BaseModel):
     detail: str | None = None
 
 
+class Readiness(Status):
+    prediction_log: str = Field(
+        description="`ok`, or why predictions cannot be written to the log now (readiness "
+        "does not depend on it)."
+    )
+
+
+class FeedbackRequest(BaseModel):
+    prediction_id: StrictStr = Field(
+        max_length=64, description="The `prediction_id` a prediction answered with."
+    )
+    label: StrictStr = Field(
+        min_length=1, max_length=128, description="The true label, one of the model's classes."
+    )
+
+
+class FeedbackResponse(BaseModel):
+    prediction_id: str
+    label: str = Field(description="The true label, as stored (the first one sent).")
+    predicted_label: str
+    correct: bool
+    model_version: int
+    variant: str
+    received_at: datetime = Field(description="When the feedback was first received.")
+
+
 class Error(BaseModel):
     detail: str
