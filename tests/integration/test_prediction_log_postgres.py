@@ -1,0 +1,271 @@
+"""The prediction log on a real PostgreSQL that goes away under load.
+
+The cluster is the test's own (its port and data directory; see postgres_cluster.py), so it
+can be stopped with `pg_ctl stop -m immediate` like a crash and started again on the same
+port, while a real `sentiment serve` takes steady traffic with SENTIMENT_DATABASE_URL
+pointed at it. What must hold: every prediction the API answered 2xx is in the log
+afterwards; and with a queue too small to ride out the outage, the dropped counter equals
+the predictions missing from the log, exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg2
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sklearn.pipeline import Pipeline
+from sqlalchemy import inspect
+
+from sentiment_mlops.serving.app import create_app
+from sentiment_mlops.serving.launcher import ServerProcess
+from sentiment_mlops.serving.log_database import VERSION_TABLE, LogDatabase
+from sentiment_mlops.serving.predictions import metadata
+
+from ..apps import api_settings, bearer, eventually, ready_client
+from ..fakes import FakeSource
+from ..prediction_events import logged_rows
+from .postgres_cluster import Cluster, missing
+from .server import register_into, start_server
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.skipif(missing() is not None, reason=str(missing())),
+]
+
+OUTAGE_SECONDS = 10
+CLIENTS = 3
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    made = Cluster()
+    try:
+        made.start()
+        yield made
+    finally:
+        made.remove()
+
+
+@pytest.fixture
+def log_url(cluster: Cluster) -> str:
+    """A database of this test's own on the cluster."""
+    name = f"log_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(
+        host="127.0.0.1", port=cluster.port, user="postgres", dbname="postgres"
+    )
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    return cluster.url(name)
+
+
+@pytest.fixture(scope="module")
+def var(tmp_path_factory: pytest.TempPathFactory, default_model: Pipeline) -> Path:
+    var = tmp_path_factory.mktemp("log-pg") / "var"
+    register_into(var, default_model)
+    return var
+
+
+class Traffic:
+    """`CLIENTS` keep-alive clients sending /predict back to back; every answer recorded with
+    the time it came, and every prediction id answered 2xx."""
+
+    def __init__(self, url: str) -> None:
+        self.answers: list[tuple[float, int]] = []
+        self.ids: list[str] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._url = url
+        self._threads = [
+            threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(CLIENTS)
+        ]
+
+    def _run(self, client_number: int) -> None:
+        headers = bearer("predict")
+        with httpx.Client(base_url=self._url, headers=headers, timeout=30) as client:
+            sent = 0
+            while not self._stop.is_set():
+                sent += 1
+                # every 10th text carries a NUL, which PostgreSQL's text type cannot hold
+                text = f"client {client_number} says the crew was lovely #{sent}"
+                text += "\x00" if sent % 10 == 0 else ""
+                try:
+                    response = client.post("/predict", json={"text": text, "user_id": "u"})
+                except httpx.HTTPError as exc:
+                    self.errors.append(repr(exc))
+                    continue
+                self.answers.append((time.monotonic(), response.status_code))
+                if 200 <= response.status_code < 300:
+                    self.ids.append(response.json()["prediction_id"])
+
+    def answered_between(self, start: float, end: float) -> int:
+        return sum(1 for at, _ in list(self.answers) if start <= at <= end)
+
+    def __enter__(self) -> Traffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+
+def metric(url: str, name: str) -> float:
+    """A metric's value in /metrics, summed over its labels (the server sums the workers)."""
+    total = 0.0
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith((name + " ", name + "{")):
+            total += float(line.split()[-1])
+    return total
+
+
+def closing_lines(srv: ServerProcess) -> list[dict[str, Any]]:
+    return [
+        r for r in srv.log_records() if str(r.get("msg", "")).startswith("prediction log closed")
+    ]
+
+
+@dataclass
+class Outage:
+    down: float  # when the cluster was crashed (monotonic)
+    up: float  # when it answered again
+    ready: dict[str, Any]  # /ready's body while it was down
+    queued: float  # prediction_log_queue_depth while it was down
+
+
+def outage(cluster: Cluster, srv: ServerProcess, traffic: Traffic) -> Outage:
+    """Crash the cluster under the traffic for OUTAGE_SECONDS, then start it again."""
+    eventually(lambda: len(traffic.ids) >= 50, "traffic flows", timeout=60)
+    cluster.crash()
+    down = time.monotonic()
+
+    def ready_says_down() -> dict[str, Any] | None:
+        response = httpx.get(f"{srv.url}/ready", timeout=30)
+        body: dict[str, Any] = response.json()
+        down = response.status_code == 200 and body["prediction_log"].startswith("unavailable")
+        return body if down else None
+
+    ready = eventually(ready_says_down, "/ready says the log is down")
+    queued = metric(srv.url, "prediction_log_queue_depth")
+    time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - down)))
+    cluster.start()
+    up = time.monotonic()
+    eventually(lambda: traffic.answered_between(up, time.monotonic()) >= 50, "traffic after")
+    return Outage(down, up, ready, queued)
+
+
+def test_every_prediction_answered_during_a_database_crash_is_logged(
+    cluster: Cluster, log_url: str, var: Path, tmp_path: Path
+) -> None:
+    srv = start_server(
+        var,
+        tmp_path / "server.log",
+        workers=2,
+        database_url=log_url,
+        database_timeout_seconds=2,
+        prediction_log_texts=True,
+        prediction_log_queue_size=1_000_000,
+    )
+    try:
+        srv.wait_ready()
+        with Traffic(srv.url) as traffic:
+            crash = outage(cluster, srv, traffic)
+        eventually(lambda: metric(srv.url, "prediction_log_queue_depth") == 0, "the queues emptied")
+        dropped = metric(srv.url, "prediction_log_dropped_total")
+    finally:
+        srv.stop()
+    assert traffic.errors == []
+    assert {status for _, status in traffic.answers} == {200}, "served while the log was down"
+    assert traffic.answered_between(crash.down, crash.up) > 0
+    assert "wait in this worker's queue" in crash.ready["prediction_log"]
+    assert crash.queued > 0
+    assert dropped == 0
+    rows = logged_rows(log_url)
+    missing_ids = set(traffic.ids) - set(rows)
+    assert missing_ids == set(), f"{len(missing_ids)} of {len(traffic.ids)} answered, not logged"
+    with_nul = [r for r in rows.values() if r["text"].endswith("\ufffd")]
+    assert len(with_nul) >= len(rows) // 10 - CLIENTS
+    for row in with_nul:
+        assert row["text_sha256"] == hashlib.sha256(f"{row['text'][:-1]}\x00".encode()).hexdigest()
+    closed = closing_lines(srv)
+    assert len(closed) == 2 and all(line["dropped"] == 0 for line in closed)
+
+
+def test_with_a_tiny_queue_the_dropped_counter_equals_the_rows_missing(
+    cluster: Cluster, log_url: str, var: Path, tmp_path: Path
+) -> None:
+    srv = start_server(
+        var,
+        tmp_path / "server.log",
+        workers=1,
+        database_url=log_url,
+        database_timeout_seconds=2,
+        prediction_log_queue_size=5,
+    )
+    try:
+        srv.wait_ready()
+        with Traffic(srv.url) as traffic:
+            outage(cluster, srv, traffic)
+        eventually(lambda: metric(srv.url, "prediction_log_queue_depth") == 0, "the queue emptied")
+        dropped = metric(srv.url, "prediction_log_dropped_total")
+    finally:
+        srv.stop()
+    assert {status for _, status in traffic.answers} == {200}
+    missing_ids = set(traffic.ids) - set(logged_rows(log_url))
+    assert dropped > 0, "the queue was meant to overflow"
+    assert len(missing_ids) == dropped
+    assert [line["dropped"] for line in closing_lines(srv)] == [dropped]
+
+
+def test_workers_migrating_at_once_build_the_tables_once(log_url: str) -> None:
+    databases = [LogDatabase(log_url, timeout_seconds=10) for _ in range(4)]
+    with ThreadPoolExecutor(len(databases)) as pool:
+        list(pool.map(LogDatabase.migrate, databases))
+    engine = databases[0].engine
+    assert {"predictions", "feedback", VERSION_TABLE} <= set(inspect(engine).get_table_names())
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        assert context.get_current_revision() == "0001"
+        assert compare_metadata(context, metadata) == []
+    databases[0].downgrade("base")
+    assert "predictions" not in inspect(engine).get_table_names()
+    for db in databases:
+        db.dispose()
+
+
+def test_feedback_on_postgresql_is_joined_once_even_when_sent_twice_at_once(
+    log_url: str, tmp_path: Path, default_model: Pipeline
+) -> None:
+    settings = api_settings(tmp_path / "var", database_url=log_url)
+    app = create_app(settings, FakeSource({1: default_model}, {"champion": 1}))
+    with ready_client(app, headers=bearer("predict", "feedback")) as client:
+        made = [client.post("/predict", json={"text": f"great crew {i}"}).json() for i in range(8)]
+
+        def send(args: tuple[str, str]) -> int:
+            body = {"prediction_id": args[0], "label": args[1]}
+            return client.post("/feedback", json=body).status_code
+
+        pairs = [(m["prediction_id"], label) for m in made for label in ("positive", "negative")]
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(send, pairs))
+        again = [send((m["prediction_id"], "positive")) for m in made]
+    by_prediction = [statuses[i : i + 2] for i in range(0, len(statuses), 2)]
+    assert [sorted(pair) for pair in by_prediction] == [[200, 409]] * len(made), (
+        "exactly one label won each race"
+    )
+    assert again == [pair[0] for pair in by_prediction], "the winner is the stored label"
