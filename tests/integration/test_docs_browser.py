@@ -23,6 +23,7 @@ SECRET = "docs-browser-secret-0123456789abcdef"
 OPERATIONS = {
     "POST /predict",
     "POST /predict/batch",
+    "POST /feedback",
     "GET /models",
     "POST /admin/reload",
     "GET /health",

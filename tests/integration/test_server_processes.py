@@ -108,7 +108,8 @@ def test_two_workers_count_every_request_once_and_a_killed_one_is_logged_and_for
 
     info = {labels["model_version"]: value for labels, value in samples(text, "model_info")}
     assert info == {"1": 0.0, "2": 1.0}
-    assert gauge_files == sorted(f"gauge_livemax_{pid}.db" for pid in live)
+    live_gauges = [f"gauge_{mode}_{pid}.db" for pid in live for mode in ("livemax", "livesum")]
+    assert gauge_files == sorted(live_gauges)
     assert samples(text, "server_worker_restarts_total") == [({"cause": "SIGKILL"}, 1.0)]
     records = srv.log_records()
     (death,) = [r for r in records if r.get("msg") == "worker died"]
