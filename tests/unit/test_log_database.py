@@ -148,3 +148,29 @@ def test_the_writer_deletes_rows_older_than_the_retention(tmp_path: Path) -> Non
 def test_only_databases_the_log_supports_are_accepted(url: str) -> None:
     with pytest.raises(ValidationError, match=r"sqlite or postgresql\+psycopg2 URL"):
         Settings(database_url=url)
+
+
+def test_a_row_sqlite_refuses_is_dropped_alone_and_the_rest_written(tmp_path: Path) -> None:
+    """Duplicates are skipped, but a NULL where none may be still fails its statement."""
+    db = database(tmp_path / "predictions.db")
+    metrics = Metrics()
+    log = PredictionLog(
+        db,
+        metrics,
+        queue_size=100,
+        keep_texts=False,
+        retention_days=90,
+        timeout_seconds=BOUND,
+        flush_seconds=BOUND,
+    )
+    good = [event() for _ in range(4)]
+    bad = event(label=None)
+    log.record([*good[:2], bad, *good[2:]])
+    log.start()
+    try:
+        assert log.flush(BOUND)
+    finally:
+        log.close()
+    assert ids_in(db) == sorted(e.prediction_id for e in good)
+    rejected = {"reason": "rejected"}
+    assert metrics.registry.get_sample_value("prediction_log_dropped_total", rejected) == 1
