@@ -36,6 +36,7 @@ from sentiment_mlops.serving.predictions import metadata
 from ..apps import api_settings, bearer, eventually, ready_client
 from ..fakes import FakeSource
 from ..prediction_events import logged_rows
+from ..unit.test_log_database import inserts_sent
 from .postgres_cluster import Cluster, missing
 from .server import register_into, start_server
 
@@ -269,3 +270,13 @@ def test_feedback_on_postgresql_is_joined_once_even_when_sent_twice_at_once(
         "exactly one label won each race"
     )
     assert again == [pair[0] for pair in by_prediction], "the winner is the stored label"
+
+
+def test_a_batch_goes_to_postgresql_as_one_statement(log_url: str) -> None:
+    """psycopg2's executemany makes a round trip per row (see log_database.py)."""
+    db = LogDatabase(log_url, timeout_seconds=10)
+    db.migrate()
+    try:
+        assert inserts_sent(db, 300) == [300]
+    finally:
+        db.dispose()

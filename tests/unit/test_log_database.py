@@ -8,11 +8,13 @@ import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from pydantic import ValidationError
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import func, inspect, select
 
 from sentiment_mlops.config import Settings
@@ -174,3 +176,26 @@ def test_a_row_sqlite_refuses_is_dropped_alone_and_the_rest_written(tmp_path: Pa
     assert ids_in(db) == sorted(e.prediction_id for e in good)
     rejected = {"reason": "rejected"}
     assert metrics.registry.get_sample_value("prediction_log_dropped_total", rejected) == 1
+
+
+def inserts_sent(db: LogDatabase, rows: int) -> list[int]:
+    """How many rows each INSERT handed to the driver carries while `rows` rows are written."""
+    sent: list[int] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: Any) -> None:
+        if statement.startswith("INSERT INTO predictions"):
+            sent.append(statement.count("), (") + 1)
+
+    sqlalchemy_event.listen(db.engine, "before_cursor_execute", seen)
+    db.insert([prediction_row(event(), keep_text=False) for _ in range(rows)])
+    sqlalchemy_event.remove(db.engine, "before_cursor_execute", seen)
+    return sent
+
+
+def test_a_batch_is_one_statement_not_one_per_row(tmp_path: Path) -> None:
+    """pysqlite's executemany steps once per row, each time taking the GIL back from the
+    event loop: that cost /predict a fifth of its throughput (see log_database.py)."""
+    db = database(tmp_path / "predictions.db")
+    db.migrate()
+    assert inserts_sent(db, 300) == [300]
+    assert inserts_sent(db, 1201) == [500, 500, 201]
