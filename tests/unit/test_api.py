@@ -291,7 +291,10 @@ def test_admin_route_needs_admin_scope(http: TestClient) -> None:
 
 def test_open_endpoints(api: TestClient) -> None:
     assert anonymous(api, "GET", "/health").json() == {"status": "ok", "detail": None}
-    ready = anonymous(api, "GET", "/ready").json()
+    ready = eventually(
+        lambda: (body := anonymous(api, "GET", "/ready").json())["prediction_log"] == "ok" and body,
+        "the prediction log's tables ready",
+    )
     assert ready == {"status": "ready", "detail": "champion version 1", "prediction_log": "ok"}
     assert anonymous(api, "GET", "/metrics").status_code == 200
     assert "/predict" in anonymous(api, "GET", "/openapi.json").json()["paths"]

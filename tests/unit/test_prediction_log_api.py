@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,10 @@ from sentiment_mlops.serving.app import create_app
 from sentiment_mlops.serving.launcher import free_port
 from sentiment_mlops.serving.prediction_log import PredictionLog
 from sentiment_mlops.serving.predictions import new_prediction_id, prediction_time_ms
-from sentiment_mlops.serving.predictor import PredictionEvent
 
-from ..apps import api_settings, bearer, eventually, mint, ready_client
+from ..apps import api_settings, bearer, eventually, mint, ready_client, write_routing
 from ..fakes import FakeSource
-from ..prediction_events import BOUND, event, logged_rows
+from ..prediction_events import BOUND, logged_rows
 
 
 def sha256(text: str) -> str:
@@ -86,7 +85,8 @@ def test_each_prediction_is_logged_with_hashes_not_the_text_or_the_user(api: Tes
     assert row["shadow_of"] is None and row["latency_ms"] > 0
     made_ms = prediction_time_ms(answer["prediction_id"])
     assert made_ms is not None
-    assert row["created_at"].replace(tzinfo=UTC) == datetime.fromtimestamp(made_ms / 1000, UTC)
+    made = datetime.fromtimestamp(made_ms / 1000, UTC)
+    assert abs(row["created_at"].replace(tzinfo=UTC) - made) < timedelta(seconds=1)
     for p in batch["predictions"]:
         assert rows[p["prediction_id"]]["subject_hash"] == sha256("tester"), "the token's subject"
         assert rows[p["prediction_id"]]["label"] == p["label"]
@@ -161,19 +161,35 @@ def test_feedback_older_than_the_retention_is_404_and_says_so(api: TestClient) -
     assert "no longer in the log" in detail
 
 
-def test_feedback_on_a_shadow_prediction_names_the_primary_one(api: TestClient) -> None:
-    primary = predict(api, "nice seats")
-    shadow: PredictionEvent = event(
-        variant="challenger", model_version=2, shadow_of=primary["prediction_id"]
+def test_feedback_on_a_shadow_prediction_names_the_primary_one(
+    tmp_path: Path, default_model: Pipeline
+) -> None:
+    """The challenger scores every request in shadow; its rows name the primary prediction,
+    and only the primary one takes feedback."""
+    var = tmp_path / "var"
+    routing = write_routing(
+        var / "routing.yaml", experiment="tone", variants={"champion": 100}, shadow="challenger"
     )
-    prediction_log(api).record([shadow])
-    written(api)
-    response = feedback(api, shadow.prediction_id, "positive")
-    assert response.status_code == 422
-    assert (
-        f"send feedback for the primary prediction '{primary['prediction_id']}'"
-        in (response.json()["detail"])
+    source = FakeSource({1: default_model, 2: default_model}, {"champion": 1, "challenger": 2})
+    app = create_app(api_settings(var, routing=routing), source)
+    with ready_client(app, headers=bearer("predict", "feedback")) as client:
+        primary = predict(client, "nice seats")["prediction_id"]
+
+        def shadow_row() -> dict[str, Any] | None:
+            rows = written(client).values()
+            return next((r for r in rows if r["shadow_of"] == primary), None)
+
+        shadow = eventually(shadow_row, "the shadow prediction logged")
+        refused = feedback(client, shadow["id"], "positive")
+        accepted = feedback(client, primary, "positive")
+    assert (shadow["variant"], shadow["model_version"], shadow["experiment"]) == (
+        "challenger",
+        2,
+        "tone",
     )
+    assert refused.status_code == 422
+    assert f"send feedback for the primary prediction '{primary}'" in refused.json()["detail"]
+    assert accepted.status_code == 200 and accepted.json()["variant"] == "champion"
 
 
 def test_feedback_needs_the_feedback_scope(api: TestClient) -> None:

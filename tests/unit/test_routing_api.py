@@ -175,7 +175,7 @@ def test_a_chosen_variant_without_a_model_is_503_with_the_reason(
         "no verified 'challenger' model is loaded yet: version 2 refused: "
         "artifact sha256 does not match"
     )
-    assert ready.json() == {"status": "ready", "detail": "champion version 1"}
+    assert (ready.json()["status"], ready.json()["detail"]) == ("ready", "champion version 1")
 
 
 def test_a_changed_routing_file_applies_on_reload(server: Server) -> None:
@@ -207,7 +207,10 @@ def test_a_changed_routing_file_applies_on_reload(server: Server) -> None:
         ("challenger", 2),
         ("champion", 1),
     ]
-    assert ready == {"status": "ready", "detail": "champion version 1, challenger version 2"}
+    assert (ready["status"], ready["detail"]) == (
+        "ready",
+        "champion version 1, challenger version 2",
+    )
     assert 'routing_reloads_total{result="applied"} 2.0' in metrics  # at startup, and now
     (applied,) = [r for r in lines if r["msg"] == "routing applied"]
     assert applied["variants"] == {"champion": 80, "challenger": 20}
@@ -364,11 +367,11 @@ def test_not_ready_until_every_variant_with_users_has_a_model(
     server.route(experiment="tone", variants={"champion": 100}, shadow="challenger")
     with ready_client(server.app(), headers=bearer("predict")) as client:
         shadowless = client.get("/ready").json()
-    assert shadowless == {
-        "status": "ready",
-        "detail": "champion version 1, shadow challenger not loaded (alias 'challenger' not "
+    assert (shadowless["status"], shadowless["detail"]) == (
+        "ready",
+        "champion version 1, shadow challenger not loaded (alias 'challenger' not "
         "set in the registry); requests are answered without it",
-    }
+    )
     server = Server(tmp_path / "2", FakeSource({1: default_model}, {"champion": 1}))
     server.route(experiment="tone", variants={"champion": 90, "challenger": 10})
     with TestClient(server.app()) as client:
