@@ -70,13 +70,6 @@ class PredictionSink(Protocol):
         block nor raise."""
 
 
-class NullSink:
-    """Keeps nothing: the sink when no prediction log is configured."""
-
-    def record(self, events: Sequence[PredictionEvent]) -> None:
-        return None
-
-
 @dataclass(frozen=True)
 class ScoredText:
     """One text's prediction: its id, the chosen label and every class's probability."""
@@ -109,13 +102,13 @@ class Predictor:
     def __init__(
         self,
         metrics: Metrics,
-        sink: PredictionSink | None = None,
+        sink: PredictionSink,
         *,
         shadow_max_in_flight: int,
         inline_limit: int = INLINE_BATCH_LIMIT,
     ) -> None:
         self._metrics = metrics
-        self._sink = sink or NullSink()
+        self._sink = sink
         self._inline_limit = inline_limit
         self._shadow_max = shadow_max_in_flight
         self._shadows: set[asyncio.Task[None]] = set()
