@@ -30,7 +30,13 @@ def test_sentiment_serve_shadows_then_splits_after_a_reload(
     headers = bearer("predict", "admin")
     users = [f"user-{i}" for i in range(30)]
     try:
-        srv.wait_ready()
+        srv.wait_ready()  # ready with the champion: the shadow may still be loading
+
+        def shadow_loaded() -> bool:
+            models = httpx.get(f"{srv.url}/models", headers=headers).json()["models"]
+            return any(m["alias"] == "challenger" for m in models)
+
+        wait_for("the shadow's model", shadow_loaded)
         shadowed = [
             httpx.post(
                 f"{srv.url}/predict", json={"text": "lovely crew", "user_id": u}, headers=headers
