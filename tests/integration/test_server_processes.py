@@ -72,6 +72,9 @@ def test_two_workers_count_every_request_once_and_a_killed_one_is_logged_and_for
     sent = 0
     try:
         srv.wait_ready()
+        # Under CPU load a worker's first load can outlast the startup wait, and a worker
+        # listening without its model answers 503: every request here must find a model.
+        wait_for("two workers serving", lambda: len(serving(srv, 1)) == 2)
         with ThreadPoolExecutor(8) as pool:
             while sent < 2000 and (sent == 0 or len(pids()) < 2):
                 assert all(pool.map(send, range(sent, sent + 100)))
@@ -80,7 +83,6 @@ def test_two_workers_count_every_request_once_and_a_killed_one_is_logged_and_for
         counted = [httpx.get(f"{srv.url}/metrics").text for _ in range(2)]
         before_kill = srv.log_records()
 
-        wait_for("two workers serving", lambda: len(serving(srv, 1)) == 2)
         workers = worker_pids(srv)
         assert serving(srv, 1) == workers
         victim = min(workers)
