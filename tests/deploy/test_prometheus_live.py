@@ -1,0 +1,72 @@
+"""A real Prometheus (Debian's) scraping the real API: deploy/prometheus/prometheus.yml with
+the API's address on 127.0.0.1 and one-second intervals, the project's rules loaded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sentiment_mlops.serving.launcher import ServerProcess
+
+from ..integration.server import wait_for
+from .api import predict
+from .monitoring import (
+    ALERT_RULES,
+    JOB,
+    RECORDING_RULES,
+    PrometheusServer,
+    recorded_names,
+    rules,
+    scrape_config,
+)
+
+PREDICTIONS = 25
+
+
+def test_prometheus_counts_every_prediction_and_evaluates_every_rule(
+    start_api: Callable[[int], ServerProcess], tmp_path: Path
+) -> None:
+    """Two workers: Prometheus reads the counts summed over them, exactly."""
+    api = start_api(2)
+    prometheus = PrometheusServer(scrape_config(f"127.0.0.1:{api.port}", tmp_path), tmp_path)
+    try:
+        api.wait_ready()
+        answers = [predict(api, f"the crew were lovely {i}") for i in range(PREDICTIONS)]
+
+        def total() -> float | None:
+            result = prometheus.query("sum(model_predictions_total)")
+            return float(result[0]["value"][1]) if result else None
+
+        wait_for(
+            f"sum(model_predictions_total) == {PREDICTIONS} in Prometheus",
+            lambda: total() == PREDICTIONS,
+        )
+        labels = {str(a["label"]) for a in answers}
+        recorded = wait_for(
+            "the recording rules over the API's predictions",
+            lambda: prometheus.query(
+                'variant_model_version_label:model_predictions:rate5m{variant="champion"}'
+            ),
+        )
+
+        def evaluated() -> list[dict[str, Any]] | None:
+            data = prometheus.get("/api/v1/rules")
+            found = [r for g in data["groups"] for r in g["rules"]] if data else []
+            return found if found and all(r["health"] != "unknown" for r in found) else None
+
+        loaded = wait_for("every rule evaluated", evaluated)
+        up = prometheus.query(f'up{{job="{JOB}"}}')
+        firing = prometheus.query('ALERTS{alertstate="firing"}')
+    finally:
+        prometheus.stop()
+        api.stop()
+
+    assert {r["metric"]["label"] for r in recorded} == labels
+    assert {r["metric"]["model_version"] for r in recorded} == {"1"}
+    assert {r["name"]: r.get("lastError") for r in loaded if r["health"] != "ok"} == {}
+    names = {r["name"] for r in loaded}
+    assert names == recorded_names() | {r["alert"] for r in rules(ALERT_RULES) if "alert" in r}
+    assert len(loaded) == len(rules(RECORDING_RULES)) + len(rules(ALERT_RULES))
+    assert up is not None and [float(r["value"][1]) for r in up] == [1.0]
+    assert firing == []
