@@ -231,14 +231,19 @@ class PrometheusServer:
         self._log.close()
 
     def get(self, path: str, **params: str) -> Any:
-        """The `data` of a JSON API answer, or None while the server cannot answer."""
+        """The `data` of a JSON API answer, or None while the server cannot answer yet (not
+        listening, or 503 until it is ready); a test failure if it refuses the request."""
         if self.proc.poll() is not None:
             pytest.fail(f"prometheus exited with {self.proc.returncode}:\n{self.tail()}")
         url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 body = json.load(response)
-        except (OSError, urllib.error.URLError, ValueError):
+        except urllib.error.HTTPError as exc:
+            if exc.code == 503:
+                return None
+            pytest.fail(f"prometheus refused {path} {params}: {exc.code} {exc.read()!r}")
+        except (OSError, ValueError):
             return None
         assert body["status"] == "success", body
         return body["data"]

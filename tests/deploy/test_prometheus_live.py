@@ -1,5 +1,6 @@
 """A real Prometheus (Debian's) scraping the real API: deploy/prometheus/prometheus.yml with
-the API's address on 127.0.0.1 and one-second intervals, the project's rules loaded."""
+the API's address on 127.0.0.1 and one-second intervals, the project's rules loaded, and the
+dashboard's queries run against what it scraped."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from .monitoring import (
     JOB,
     RECORDING_RULES,
     PrometheusServer,
+    dashboard,
+    dashboard_queries,
     recorded_names,
     rules,
     scrape_config,
@@ -56,6 +59,9 @@ def test_prometheus_counts_every_prediction_and_evaluates_every_rule(
             return found if found and all(r["health"] != "unknown" for r in found) else None
 
         loaded = wait_for("every rule evaluated", evaluated)
+        dashboard_results = {
+            where: prometheus.query(expr) for where, expr in dashboard_queries(dashboard())
+        }
         up = prometheus.query(f'up{{job="{JOB}"}}')
         firing = prometheus.query('ALERTS{alertstate="firing"}')
     finally:
@@ -70,3 +76,10 @@ def test_prometheus_counts_every_prediction_and_evaluates_every_rule(
     assert len(loaded) == len(rules(RECORDING_RULES)) + len(rules(ALERT_RULES))
     assert up is not None and [float(r["value"][1]) for r in up] == [1.0]
     assert firing == []
+    assert [where for where, result in dashboard_results.items() if result is None] == []
+    shown = {where for where, result in dashboard_results.items() if result}
+    assert {
+        "panel 'Requests scored per second, by variant and model version' target A",
+        "panel 'Share of predicted labels, by variant' target A",
+        "panel 'Models served' target A",
+    } <= shown
