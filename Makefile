@@ -9,6 +9,11 @@ UI_VENV  ?= .venv-ui
 UI_PORT  ?= 5000
 MLFLOW_VERSION := $(shell sed -n 's/^ *"mlflow-skinny==\([^"]*\)".*/\1/p' pyproject.toml)
 UI_STAMP := $(UI_VENV)/.installed-mlflow-$(MLFLOW_VERSION)
+# checkov scans the Kubernetes manifests in the tests; its pins (packaging, boto3, ...) clash
+# with the project's, so it gets a venv of its own, made by `make test` on first use.
+CHECKOV_VENV    ?= .venv-checkov
+CHECKOV_VERSION := 3.3.30
+CHECKOV_STAMP   := $(CHECKOV_VENV)/.installed-checkov-$(CHECKOV_VERSION)
 
 
 .PHONY: install run train test lint bench bench-serving ui test-ui clean
@@ -27,6 +32,12 @@ $(UI_STAMP):
 	$(UI_VENV)/bin/pip install --quiet 'mlflow==$(MLFLOW_VERSION)' 'psycopg2-binary>=2.9'
 	touch $(UI_STAMP)
 
+$(CHECKOV_STAMP):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	touch $(CHECKOV_STAMP)
+
 ## run: train on the built-in dataset unless a champion exists, then serve on port 8000
 run: install
 	$(BIN)/sentiment serve --train-if-missing --port 8000
@@ -38,8 +49,8 @@ lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
-test: lint
-	$(BIN)/pytest
+test: lint $(CHECKOV_STAMP)
+	SENTIMENT_TEST_CHECKOV=$(CHECKOV_VENV)/bin/checkov $(BIN)/pytest
 
 ## bench: model accuracy on public datasets, compiled vs sklearn scoring cost, A/B tests under peeking
 bench: install
