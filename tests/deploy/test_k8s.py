@@ -1,0 +1,374 @@
+"""deploy/k8s: every overlay renders, passes the Kubernetes API schemas (strict, no unknown
+kind) and checkov, and keeps what matters: the shared names, the pod hardening, the probes,
+the drain on shutdown, no secret value, three API pods in prod."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from sentiment_mlops.config import Settings
+from sentiment_mlops.serving.metrics import Metrics
+from sentiment_mlops.serving.server import uvicorn_options
+from tests.deploy.conftest import K8S, OVERLAYS, ROOT, Manifest
+
+# The oldest Kubernetes the manifests are meant for: the preStop `sleep` action is on by
+# default from 1.30; 1.33 is the oldest minor release still supported upstream.
+KUBERNETES_VERSION = "1.33"
+# Settings that hold secrets: they come from a Secret, never from the ConfigMap.
+SECRET_SETTINGS = {"jwt_secret", "jwt_private_key", "database_url"}
+
+Objects = dict[str, list[Manifest]]
+
+
+def find(objects: list[Manifest], kind: str, name: str) -> Manifest:
+    matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind} {name}, found {len(matches)}"
+    return matches[0]
+
+
+def kinds(objects: list[Manifest], kind: str) -> list[Manifest]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def container(deployment: Manifest, name: str) -> dict[str, Any]:
+    (match,) = [
+        c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == name
+    ]
+    return match
+
+
+def config_data(objects: list[Manifest]) -> dict[str, str]:
+    return dict(find(objects, "ConfigMap", "ml-service-config")["data"])
+
+
+def walk(node: Any) -> Iterator[tuple[str, Any]]:
+    """Every (key, value) pair anywhere in a manifest."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key, value
+            yield from walk(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from walk(item)
+
+
+# -- the tools --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_passes_the_kubernetes_schemas(rendered: Objects, overlay: str) -> None:
+    """Strict: an unknown field is an error, and so is a kind or apiVersion the schemas of
+    that Kubernetes release do not know (the CLI would only warn)."""
+    problems = []
+    for manifest in rendered[overlay]:
+        what = f"{manifest['kind']} {manifest['metadata']['name']}"
+        try:
+            kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            problems.append(f"{what}: no schema for {manifest['apiVersion']}")
+        except kubernetes_validate.ValidationError as exc:
+            problems.append(f"{what}: {exc.message} at {'.'.join(map(str, exc.path))}")
+    assert not problems, "\n".join(problems)
+
+
+def test_checkov_finds_nothing(rendered_files: dict[str, Path]) -> None:
+    """checkov (offline) over every overlay with deploy/k8s/.checkov.yaml: no failed check."""
+    checkov = os.environ.get("SENTIMENT_TEST_CHECKOV")
+    if not checkov:
+        pytest.skip("checkov lives in its own venv: run `make test` (SENTIMENT_TEST_CHECKOV)")
+    files = [arg for path in rendered_files.values() for arg in ("-f", str(path))]
+    done = subprocess.run(
+        [checkov, "--config-file", str(K8S / ".checkov.yaml"), *files],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Failed checks: 0" in done.stdout, done.stdout
+
+
+def test_every_checkov_skip_says_why() -> None:
+    lines = (K8S / ".checkov.yaml").read_text(encoding="utf-8").splitlines()
+    config = yaml.safe_load("\n".join(lines))
+    for check in config["skip-check"]:
+        at = next(i for i, line in enumerate(lines) if line.strip() == f"- {check}")
+        assert lines[at - 1].strip().startswith("#"), f"{check} is skipped without a reason"
+    assert config["skip-download"] is True  # offline: no call to Prisma Cloud
+
+
+# -- names and wiring -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_tutorials_names(rendered: Objects, overlay: str) -> None:
+    objects = rendered[overlay]
+    deployment = find(objects, "Deployment", "ml-service")
+    service = find(objects, "Service", "ml-service")
+    find(objects, "ConfigMap", "ml-service-config")
+    find(objects, "ConfigMap", "prometheus-config")
+    claim = find(objects, "PersistentVolumeClaim", "model-storage")
+    api = container(deployment, "ml-service")
+    assert api["ports"] == [{"name": "http", "containerPort": 8000}]
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert (
+        service["spec"]["selector"].items()
+        <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    mlflow = find(objects, "Deployment", "mlflow")["spec"]["template"]["spec"]
+    claims = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in mlflow["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
+    assert claims == [claim["metadata"]["name"]]
+    namespace = kinds(objects, "Namespace")[0]["metadata"]["name"]
+    for manifest in objects:
+        if manifest["kind"] != "Namespace":
+            assert manifest["metadata"]["namespace"] == namespace, manifest["metadata"]["name"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_configmap_holds_real_settings_and_no_secret(
+    rendered: Objects, overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each SENTIMENT_* key is a setting the server reads (a typo would be ignored silently),
+    its value passes the server's own validation, and no secret setting is among them."""
+    data = config_data(rendered[overlay])
+    prefix = Settings.model_config["env_prefix"]
+    known = {f"{prefix}{name}".upper() for name in Settings.model_fields}
+    for key in data:
+        if key.startswith(prefix):
+            assert key in known, f"{key} is not a setting of sentiment_mlops.config.Settings"
+    assert not {f"{prefix}{name}".upper() for name in SECRET_SETTINGS} & data.keys()
+    for name in list(os.environ):
+        if name.startswith(prefix) or name == "MLFLOW_TRACKING_URI":
+            monkeypatch.delenv(name)
+    for key, value in data.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    assert settings.host == "0.0.0.0" and settings.port == 8000
+    assert not settings.auth_disabled
+    assert settings.tracking_uri() == "http://mlflow:5000"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_api_reads_its_secrets_from_the_secret(rendered: Objects, overlay: str) -> None:
+    env = {
+        e["name"]: e
+        for e in container(find(rendered[overlay], "Deployment", "ml-service"), "ml-service")["env"]
+    }
+    for name, key in [
+        ("SENTIMENT_JWT_SECRET", "jwt-secret"),
+        ("SENTIMENT_DATABASE_URL", "database-url"),
+    ]:
+        reference = env[name]["valueFrom"]["secretKeyRef"]
+        assert (reference["name"], reference["key"]) == ("ml-service-secrets", key)
+    # prod needs both; dev runs without the Secret (a generated dev secret, SQLite).
+    required = {n: not env[n]["valueFrom"]["secretKeyRef"].get("optional", False) for n in env}
+    if overlay == "prod":
+        assert required == {"SENTIMENT_JWT_SECRET": True, "SENTIMENT_DATABASE_URL": True}
+    else:
+        assert required == {"SENTIMENT_JWT_SECRET": False, "SENTIMENT_DATABASE_URL": False}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_secret_value_is_committed(rendered: Objects, overlay: str) -> None:
+    """No Secret object in any render (they are created with kubectl, README.md), and no
+    literal value for a variable that names a secret or a database URL."""
+    objects = rendered[overlay]
+    assert not kinds(objects, "Secret")
+    secretish = re.compile(r"SECRET|PASSWORD|TOKEN|PRIVATE_KEY|DATABASE_URL|BACKEND_STORE_URI")
+    for manifest in objects:
+        for key, value in walk(manifest):
+            if key in {"env", "data", "stringData"} and isinstance(value, list):
+                for variable in value:
+                    if secretish.search(variable["name"]) and "value" in variable:
+                        assert overlay == "dev" and variable["value"].startswith("sqlite:"), (
+                            f"{manifest['metadata']['name']}: {variable['name']} has a value"
+                        )
+
+
+# -- the pods -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_pod_is_locked_down(rendered: Objects, overlay: str) -> None:
+    objects = rendered[overlay]
+    for manifest in objects:
+        assert ("automountServiceAccountToken", True) not in walk(manifest)
+    for account in kinds(objects, "ServiceAccount"):
+        assert account["automountServiceAccountToken"] is False
+    for deployment in kinds(objects, "Deployment"):
+        name = deployment["metadata"]["name"]
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False, name
+        assert pod["enableServiceLinks"] is False, name
+        assert pod["serviceAccountName"] == name
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for c in pod["containers"]:
+            security = c["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False, name
+            assert security["readOnlyRootFilesystem"] is True, name
+            assert security["runAsNonRoot"] is True, name
+            assert security["capabilities"] == {"drop": ["ALL"]}, name
+            assert security["seccompProfile"] == {"type": "RuntimeDefault"}, name
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= c["resources"][kind].keys(), (name, kind)
+            assert not c["image"].endswith(":latest") and ":" in c["image"], c["image"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_api_probes_drains_and_writes_only_to_its_volumes(
+    rendered: Objects, overlay: str
+) -> None:
+    objects = rendered[overlay]
+    deployment = find(objects, "Deployment", "ml-service")
+    pod = deployment["spec"]["template"]["spec"]
+    api = container(deployment, "ml-service")
+    assert api["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert api["startupProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert api["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    # Traffic stops reaching the pod during the preStop sleep; after SIGTERM /ready reports
+    # draining for the grace period, then uvicorn waits for the requests in flight.
+    settings = config_data(objects)
+    drain = (
+        api["lifecycle"]["preStop"]["sleep"]["seconds"]
+        + float(settings["SENTIMENT_SHUTDOWN_GRACE_SECONDS"])
+        + uvicorn_options(Settings())["timeout_graceful_shutdown"]
+    )
+    assert pod["terminationGracePeriodSeconds"] >= drain
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in api["volumeMounts"]}
+    for path in (settings["SENTIMENT_VAR_DIR"], "/tmp", settings["PROMETHEUS_MULTIPROC_DIR"]):
+        assert "emptyDir" in volumes[mounts[path]], path
+    metrics = volumes[mounts[settings["PROMETHEUS_MULTIPROC_DIR"]]]["emptyDir"]
+    assert metrics["medium"] == "Memory" and metrics["sizeLimit"]
+    routing = Path(settings["SENTIMENT_ROUTING"])
+    assert volumes[mounts[str(routing.parent)]]["configMap"]["name"] == "ml-service-routing"
+    routing_file = find(objects, "ConfigMap", "ml-service-routing")["data"][routing.name]
+    assert yaml.safe_load(routing_file)["variants"] == {"champion": 100}
+
+
+def test_prod_runs_three_api_pods_and_keeps_two(rendered: Objects) -> None:
+    """The HPA owns the count (at least 3); the Deployment sets none, so `kubectl apply`
+    never scales back what the HPA scaled up."""
+    objects = rendered["prod"]
+    autoscaler = find(objects, "HorizontalPodAutoscaler", "ml-service")
+    assert autoscaler["apiVersion"] == "autoscaling/v2"
+    assert autoscaler["spec"]["minReplicas"] == 3 < autoscaler["spec"]["maxReplicas"]
+    assert autoscaler["spec"]["scaleTargetRef"]["name"] == "ml-service"
+    assert "replicas" not in find(objects, "Deployment", "ml-service")["spec"]
+    budget = find(objects, "PodDisruptionBudget", "ml-service")["spec"]
+    assert budget == {"minAvailable": 2, "selector": budget["selector"]}
+    assert find(objects, "Deployment", "ml-service")["spec"]["template"]["spec"]["containers"][0][
+        "image"
+    ].startswith("ghcr.io/")
+
+
+def test_dev_runs_one_api_pod_without_an_autoscaler(rendered: Objects) -> None:
+    objects = rendered["dev"]
+    assert find(objects, "Deployment", "ml-service")["spec"]["replicas"] == 1
+    assert not kinds(objects, "HorizontalPodAutoscaler")
+
+
+def test_the_autoscaler_scales_on_cpu_and_on_request_rate(rendered: Objects) -> None:
+    """The request rate is prometheus-adapter's http_requests_per_second, computed from a
+    counter the API exports (deploy/k8s/prometheus-adapter.yaml)."""
+    metrics = find(rendered["prod"], "HorizontalPodAutoscaler", "ml-service")["spec"]["metrics"]
+    assert {
+        (m["type"], m.get("resource", m.get("pods", {})).get("name") or m["pods"]["metric"]["name"])
+        for m in metrics
+    } == {
+        ("Resource", "cpu"),
+        ("Pods", "http_requests_per_second"),
+    }
+    adapter = yaml.safe_load((K8S / "prometheus-adapter.yaml").read_text(encoding="utf-8"))
+    (rule,) = adapter["rules"]["custom"]
+    assert rule["name"]["as"] == "http_requests_per_second"
+    exported = {family.name for family in Metrics().registry.collect()}
+    assert rule["name"]["matches"] == "^http_requests_total$" and "http_requests" in exported
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_pod_has_a_network_policy_both_ways(rendered: Objects, overlay: str) -> None:
+    objects = rendered[overlay]
+    policies = kinds(objects, "NetworkPolicy")
+    for deployment in kinds(objects, "Deployment"):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        covering = [
+            p for p in policies if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+        ]
+        assert covering, deployment["metadata"]["name"]
+        assert {"Ingress", "Egress"} <= {t for p in covering for t in p["spec"]["policyTypes"]}
+
+
+# -- Prometheus -----------------------------------------------------------------------------
+
+
+def prometheus_files(objects: list[Manifest]) -> dict[str, str]:
+    return dict(find(objects, "ConfigMap", "prometheus-config")["data"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_prometheus_discovers_the_api_pods_with_a_token_of_its_own(
+    rendered: Objects, overlay: str
+) -> None:
+    objects = rendered[overlay]
+    config = yaml.safe_load(prometheus_files(objects)["prometheus.yml"])
+    (job,) = config["scrape_configs"]
+    assert job["job_name"] == "sentiment-api"  # what the alert rules select
+    assert job["kubernetes_sd_configs"] == [{"role": "pod", "namespaces": {"own_namespace": True}}]
+    role = find(objects, "Role", "prometheus")
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["pods", "endpoints", "services"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+    binding = find(objects, "RoleBinding", "prometheus")
+    assert binding["roleRef"]["name"] == "prometheus"
+    assert [s["name"] for s in binding["subjects"]] == ["prometheus"]
+    pod = find(objects, "Deployment", "prometheus")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+    token = volumes[mounts["/var/run/secrets/kubernetes.io/serviceaccount"]]["projected"]
+    assert any("serviceAccountToken" in source for source in token["sources"])
+    assert volumes[mounts["/etc/prometheus"]]["configMap"]["name"] == "prometheus-config"
+    # The API's pods ask to be scraped where they serve /metrics.
+    annotations = find(objects, "Deployment", "ml-service")["spec"]["template"]["metadata"][
+        "annotations"
+    ]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "8000"
+
+
+def test_prometheus_rule_files_are_the_compose_stacks(rendered: Objects) -> None:
+    """kustomize reads no file outside its folder, so the rule files of deploy/prometheus live
+    in deploy/k8s/base/prometheus too: the same files, byte for byte."""
+    compose = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+    kubernetes = yaml.safe_load(prometheus_files(rendered["prod"])["prometheus.yml"])
+    wanted = (
+        yaml.safe_load(compose.read_text(encoding="utf-8")).get("rule_files", [])
+        if compose.is_file()
+        else []
+    )
+    assert kubernetes.get("rule_files", []) == wanted
+    files = prometheus_files(rendered["prod"])
+    for name in wanted:
+        source = compose.parent / name
+        assert files[name] == source.read_text(encoding="utf-8"), (
+            f"copy {source.relative_to(ROOT)} to deploy/k8s/base/prometheus/"
+        )
