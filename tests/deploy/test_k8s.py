@@ -175,7 +175,11 @@ def test_the_api_reads_its_secrets_from_the_secret(rendered: Objects, overlay: s
         reference = env[name]["valueFrom"]["secretKeyRef"]
         assert (reference["name"], reference["key"]) == ("ml-service-secrets", key)
     # prod needs both; dev runs without the Secret (a generated dev secret, SQLite).
-    required = {n: not env[n]["valueFrom"]["secretKeyRef"].get("optional", False) for n in env}
+    required = {
+        name: not variable["valueFrom"]["secretKeyRef"].get("optional", False)
+        for name, variable in env.items()
+        if "secretKeyRef" in variable.get("valueFrom", {})
+    }
     if overlay == "prod":
         assert required == {"SENTIMENT_JWT_SECRET": True, "SENTIMENT_DATABASE_URL": True}
     else:
