@@ -249,12 +249,17 @@ def test_the_api_probes_drains_and_writes_only_to_its_volumes(
     assert api["startupProbe"]["httpGet"] == {"path": "/health", "port": "http"}
     assert api["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
     # Traffic stops reaching the pod during the preStop sleep; after SIGTERM /ready reports
-    # draining for the grace period, then uvicorn waits for the requests in flight.
+    # draining for the grace period, uvicorn waits for the requests in flight, then the
+    # prediction log writes what is queued (PredictionLog.close waits at most the flush time,
+    # the database timeout and a second).
     settings = config_data(objects)
     drain = (
         api["lifecycle"]["preStop"]["sleep"]["seconds"]
         + float(settings["SENTIMENT_SHUTDOWN_GRACE_SECONDS"])
         + uvicorn_options(Settings())["timeout_graceful_shutdown"]
+        + float(settings["SENTIMENT_PREDICTION_LOG_FLUSH_SECONDS"])
+        + float(settings["SENTIMENT_DATABASE_TIMEOUT_SECONDS"])
+        + 1
     )
     assert pod["terminationGracePeriodSeconds"] >= drain
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -373,7 +378,11 @@ def test_prometheus_rule_files_are_the_compose_stacks(rendered: Objects) -> None
         if compose.is_file()
         else []
     )
-    assert kubernetes.get("rule_files", []) == wanted
+    assert kubernetes.get("rule_files", []) == wanted, (
+        "deploy/k8s/base/prometheus/prometheus.yml must name the rule files "
+        "deploy/prometheus/prometheus.yml names, copied beside it and listed under "
+        "prometheus-config in deploy/k8s/base/kustomization.yaml"
+    )
     files = prometheus_files(rendered["prod"])
     for name in wanted:
         source = compose.parent / name
