@@ -338,6 +338,25 @@ def ab_report(
 
 
 @app.command()
+def health(
+    ready: Annotated[
+        bool, typer.Option("--ready", help="Ask /ready (a verified model serves) not /health")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer")] = 3.0,
+) -> None:
+    """Exit 0 if the server on this machine (SENTIMENT_PORT) answers /health, or /ready, with
+    200; else 1 and why. A container's HEALTHCHECK, where there is no curl."""
+    from sentiment_mlops.serving.launcher import probe
+
+    url = f"{Settings().local_url()}/{'ready' if ready else 'health'}"
+    problem = probe(url, timeout)
+    if problem is not None:
+        err.print(f"[bold red]unhealthy:[/] {url}: {problem}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    out.print(f"{url}: 200", highlight=False)
+
+
+@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface; default SENTIMENT_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="Port; default SENTIMENT_PORT (8000)")] = None,

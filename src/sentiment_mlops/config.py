@@ -129,6 +129,12 @@ class Settings(BaseSettings):
             )
         return value
 
+    def local_url(self) -> str:
+        """The server's base URL for a client on the same machine: a wildcard `host` (all
+        interfaces, as in a container) is reached on loopback."""
+        host = "127.0.0.1" if self.host in {"0.0.0.0", "::", ""} else self.host
+        return f"http://{host}:{self.port}"
+
     def clients_file(self) -> Path:
         """OAuth2 clients (ids, hashed secrets, scopes) that may ask `POST /token` for tokens."""
         return (self.oauth_clients_file or self.var_dir / "oauth_clients.json").resolve()

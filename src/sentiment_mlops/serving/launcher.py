@@ -37,6 +37,21 @@ def free_port(host: str = HOST) -> int:
         return int(sock.getsockname()[1])
 
 
+def probe(url: str, timeout: float) -> str | None:
+    """None when `url` answers 200 within `timeout` seconds, else what happened instead
+    (`sentiment health`, a container's HEALTHCHECK, and `wait_ready` ask this)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return None if response.status == 200 else f"status {response.status}"
+    except urllib.error.HTTPError as exc:
+        detail = exc.read(500).decode(errors="replace").strip()
+        return f"status {exc.code}" + (f": {detail}" if detail else "")
+    except urllib.error.URLError as exc:
+        return str(exc.reason)
+    except OSError as exc:  # a timeout or reset while reading the answer
+        return str(exc) or type(exc).__name__
+
+
 def server_env(var: Path, **settings: object) -> dict[str, str]:
     """This process's environment without our settings, plus `SENTIMENT_VAR_DIR` and
     `SENTIMENT_<NAME>` for each keyword (e.g. `jwt_secret=...`, `workers=2`)."""
@@ -90,12 +105,8 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise ServerFailed(f"server exited with {self.proc.returncode}:\n{self.tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except (OSError, urllib.error.URLError):
-                pass
+            if probe(f"{self.url}/ready", timeout=1) is None:
+                return
             time.sleep(0.2)
         raise ServerFailed(f"server not ready after {timeout:.0f} s:\n{self.tail()}")
 

@@ -98,8 +98,7 @@ def usage_hint(settings: Settings) -> str:
     printed, since stderr may end up in shared logs and a token there works for anyone."""
     from sentiment_mlops.serving.tokens import AuthConfigError, Authenticator
 
-    host = "127.0.0.1" if settings.host in {"0.0.0.0", "::", ""} else settings.host
-    url = f"http://{host}:{settings.port}"
+    url = settings.local_url()
     body = shlex.quote(f'{{"text": "{EXAMPLE_TEXT}"}}')
     command = f"curl -s {url}/predict -H 'Content-Type: application/json' -d {body}"
     lines = [f"Serving on {url} (docs: {url}/docs, metrics: {url}/metrics)"]
