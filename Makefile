@@ -9,14 +9,17 @@ UI_VENV  ?= .venv-ui
 UI_PORT  ?= 5000
 MLFLOW_VERSION := $(shell sed -n 's/^ *"mlflow-skinny==\([^"]*\)".*/\1/p' pyproject.toml)
 UI_STAMP := $(UI_VENV)/.installed-mlflow-$(MLFLOW_VERSION)
-# checkov scans the Kubernetes manifests in the tests; its pins (packaging, boto3, ...) clash
-# with the project's, so it gets a venv of its own, made by `make test` on first use.
+# checkov scans the Kubernetes manifests and the Dockerfiles in the tests; its pins (packaging,
+# boto3, ...) clash with the project's, so it gets a venv of its own, made by `make test`.
 CHECKOV_VENV    ?= .venv-checkov
 CHECKOV_VERSION := 3.3.30
 CHECKOV_STAMP   := $(CHECKOV_VENV)/.installed-checkov-$(CHECKOV_VERSION)
+LOCK_VENV ?= .venv-lock
+ENGINE    ?= docker
+IMAGE     ?= localhost/sentiment-mlops:local
 
 
-.PHONY: install run train test lint bench bench-serving ui test-ui clean
+.PHONY: install run train test lint bench bench-serving ui test-ui image lock test-container clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +75,31 @@ ui: install $(UI_STAMP)
 test-ui: install $(UI_STAMP)
 	command -v chromium || (apt-get update && apt-get install -y chromium)
 	SENTIMENT_TEST_MLFLOW=$(UI_VENV)/bin/mlflow $(BIN)/pytest -m ui
+
+## image: build the serving image from deploy/docker/Dockerfile (make image ENGINE=podman)
+image:
+	$(ENGINE) build -f deploy/docker/Dockerfile -t $(IMAGE) .
+
+## test-container: build the images with podman, offline, and run the serving one (minutes)
+test-container: install
+	$(BIN)/pytest -m container
+
+## lock: re-pin the images' dependencies (deploy/docker/*.lock) from clean installs
+lock:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip 'setuptools>=69'
+	$(LOCK_VENV)/bin/pip install --quiet .
+	{ grep '^#' deploy/docker/requirements.lock; \
+	  $(LOCK_VENV)/bin/pip freeze --all --exclude sentiment-mlops --exclude pip; \
+	} > deploy/docker/requirements.lock.new
+	mv deploy/docker/requirements.lock.new deploy/docker/requirements.lock
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet 'mlflow==$(MLFLOW_VERSION)' 'psycopg2-binary>=2.9'
+	{ grep '^#' deploy/docker/mlflow.lock; \
+	  $(LOCK_VENV)/bin/pip freeze --exclude pip --exclude setuptools; \
+	} > deploy/docker/mlflow.lock.new
+	mv deploy/docker/mlflow.lock.new deploy/docker/mlflow.lock
+	rm -rf $(LOCK_VENV)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
