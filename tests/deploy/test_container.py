@@ -1,0 +1,249 @@
+"""The serving image, built and run with podman (make test-container; minutes, not in `make
+test`): read-only root filesystem, UID 10001, trains its first model into a volume, answers
+/ready and /predict with a token signed by the secret passed in, and stops cleanly on SIGTERM.
+The MLflow server image is built too and asked for its version. Prints the images' sizes."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from packaging.utils import canonicalize_name
+
+from sentiment_mlops.config import Settings
+from sentiment_mlops.serving.launcher import free_port
+from sentiment_mlops.serving.tokens import Authenticator
+from tests.deploy import podman as pm
+from tests.deploy.locks import pins
+
+pytestmark = [pytest.mark.container, pytest.mark.timeout(2400)]
+
+DOCKER = pm.ROOT / "deploy" / "docker"
+SERVING_TAG = "localhost/sentiment-mlops:test"
+MLFLOW_TAG = "localhost/sentiment-mlops-mlflow:test"
+UID = "10001"
+# What the serving image may weigh (bytes): the stand-in base is ~200 MB, the project's
+# dependencies ~760 MB; the full mlflow alone would add ~400 MB more.
+SIZE_BUDGET = 1_100_000_000
+
+
+@pytest.fixture(scope="module")
+def serving_image() -> str:
+    if missing := pm.missing_tools():
+        pytest.fail(f"not installed: {', '.join(missing)} (.ci/run installs them)")
+    pm.build(DOCKER / "Dockerfile", SERVING_TAG, DOCKER / "requirements.lock")
+    return SERVING_TAG
+
+
+@dataclass
+class Container:
+    name: str
+    url: str
+
+    def logs(self) -> str:
+        return pm.podman("logs", self.name, check=False, timeout=60)
+
+    def exec(self, *command: str, check: bool = True) -> str:
+        return pm.podman("exec", self.name, *command, check=check, timeout=120)
+
+    def state(self) -> dict[str, object]:
+        state: dict[str, object] = pm.inspect("container", self.name)["State"]
+        return state
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.state()["Running"]:
+                pytest.fail(f"container exited:\n{self.logs()[-4000:]}")
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(1)
+        pytest.fail(f"not ready after {timeout:.0f} s:\n{self.logs()[-4000:]}")
+
+    def records(self) -> list[dict[str, object]]:
+        found = []
+        for line in self.logs().splitlines():
+            if line.startswith("{"):
+                try:
+                    found.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return found
+
+
+@pytest.fixture
+def secret() -> str:
+    return secrets.token_urlsafe(40)
+
+
+@pytest.fixture
+def volume() -> Iterator[str]:
+    name = f"sentiment-test-{uuid.uuid4().hex[:8]}"
+    pm.podman("volume", "create", name, timeout=60)
+    yield name
+    pm.podman("volume", "rm", "--force", name, check=False, timeout=60)
+
+
+def start(image: str, volume: str, secret: str, workers: int, *args: str) -> Container:
+    """`podman run` as `docker run` would be used in production: read-only root, only /tmp
+    (tmpfs) and the var volume writable (podman's own /run, /tmp tmpfs turned off)."""
+    name = f"sentiment-test-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    pm.podman(
+        "run",
+        "--detach",
+        f"--name={name}",
+        "--read-only",
+        "--read-only-tmpfs=false",
+        "--tmpfs=/tmp:rw,size=256m,mode=1777",
+        f"--volume={volume}:/var/lib/sentiment",
+        f"--publish=127.0.0.1:{port}:8000",
+        f"--env=SENTIMENT_JWT_SECRET={secret}",
+        f"--env=SENTIMENT_WORKERS={workers}",
+        image,
+        *args,
+        timeout=120,
+    )
+    return Container(name, f"http://127.0.0.1:{port}")
+
+
+@pytest.fixture
+def containers() -> Iterator[list[Container]]:
+    started: list[Container] = []
+    yield started
+    for container in started:
+        pm.podman("rm", "--force", "--time=1", container.name, check=False, timeout=120)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_image_trains_serves_read_only_as_non_root_and_stops_on_sigterm(
+    serving_image: str,
+    volume: str,
+    secret: str,
+    containers: list[Container],
+    workers: int,
+) -> None:
+    container = start(serving_image, volume, secret, workers, "serve", "--train-if-missing")
+    containers.append(container)
+    container.wait_ready(timeout=300)
+
+    token = Authenticator.from_settings(Settings(jwt_secret=secret)).mint("ci", ["predict"])
+    answer = httpx.post(
+        f"{container.url}/predict",
+        json={"text": "the crew was friendly and the flight was great"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["label"] == "positive" and answer.json()["model_version"] == 1
+    unsigned = Authenticator.from_settings(Settings(jwt_secret="x" * 40)).mint("ci", ["predict"])
+    refused = httpx.post(
+        f"{container.url}/predict",
+        json={"text": "fine"},
+        headers={"Authorization": f"Bearer {unsigned}"},
+        timeout=30,
+    )
+    assert refused.status_code == 401
+    metrics = httpx.get(f"{container.url}/metrics", timeout=30)
+    assert metrics.status_code == 200 and "model_predictions_total{" in metrics.text
+
+    assert container.exec("id", "-u").strip() == UID
+    pid1 = container.exec("cat", "/proc/1/cmdline").replace("\0", " ")
+    assert "/opt/venv/bin/sentiment serve" in pid1, pid1
+    refused = container.exec("sh", "-c", "touch /app/probe /opt/venv/probe 2>&1; echo status=$?")
+    assert refused.count("Read-only file system") == 2 and "status=1" in refused, refused
+    written = container.exec("sh", "-c", "touch /tmp/probe /var/lib/sentiment/probe && echo ok")
+    assert written.strip() == "ok"
+    pm.podman("healthcheck", "run", container.name, timeout=60)  # exit status 0: healthy
+    if workers > 1:  # the metrics folder of several workers, in /dev/shm
+        assert "sentiment-mlops-1" in container.exec("ls", "/dev/shm")
+
+    started = time.monotonic()
+    pm.podman("stop", "--time=60", container.name, timeout=120)
+    stopped_in = time.monotonic() - started
+    state = container.state()
+    assert state["ExitCode"] == 0, container.logs()[-4000:]
+    messages = [str(r.get("msg")) for r in container.records()]
+    assert "SIGTERM: draining" in messages
+    assert "Application shutdown complete." in messages
+    last = "Stopping parent process [1]" if workers > 1 else "Finished server process [1]"
+    assert messages[-1] == last, messages[-5:]
+    assert stopped_in < 30, stopped_in  # grace 5 s, then uvicorn's shutdown
+
+
+def test_the_image_holds_the_lock_and_no_full_mlflow(serving_image: str) -> None:
+    names = json.loads(
+        pm.podman(
+            "run",
+            "--rm",
+            "--read-only",
+            "--entrypoint=python3",
+            serving_image,
+            "-c",
+            "import json, importlib.metadata as m; "
+            "print(json.dumps(sorted(d.metadata['Name'].lower() for d in m.distributions())))",
+            timeout=120,
+        )
+    )
+    installed = {canonicalize_name(n) for n in names}
+    assert installed == {*pins(DOCKER / "requirements.lock"), "sentiment-mlops"} - {"setuptools"}
+    assert "mlflow" not in installed and "pip" not in installed
+
+
+def test_every_module_imports_in_the_image(serving_image: str) -> None:
+    """The libraries' test folders and C sources were removed from the image: nothing that
+    runs needed them."""
+    out = pm.podman(
+        "run",
+        "--rm",
+        "--read-only",
+        "--entrypoint=python3",
+        serving_image,
+        "-c",
+        "import importlib, pkgutil, sentiment_mlops as p; "
+        "names = [m.name for m in pkgutil.walk_packages(p.__path__, 'sentiment_mlops.')]; "
+        "[importlib.import_module(n) for n in names]; "
+        "import mlflow.sklearn, skops.io, statsmodels.stats.proportion, pyarrow.parquet; "
+        "print(len(names))",
+        timeout=300,
+    )
+    assert int(out) > 20
+
+
+def test_the_image_config(serving_image: str) -> None:
+    image = pm.inspect("image", serving_image)
+    config = image["Config"]
+    assert config["User"] == f"{UID}:{UID}"
+    assert config["Entrypoint"] == ["sentiment"] and config["Cmd"] == ["serve"]
+    assert "8000/tcp" in config["ExposedPorts"]
+    assert "/var/lib/sentiment" in config["Volumes"]
+    assert image["Healthcheck"]["Test"] == ["CMD", "sentiment", "health", "--timeout", "4"]
+
+
+def test_the_mlflow_server_image_builds_and_has_the_ui() -> None:
+    pm.build(DOCKER / "mlflow.Dockerfile", MLFLOW_TAG, DOCKER / "mlflow.lock")
+    run = ["run", "--rm", "--read-only", "--entrypoint=python3", MLFLOW_TAG, "-c"]
+    ui = pm.podman(*run, "import flask, mlflow, mlflow.server; print(mlflow.__version__)")
+    assert ui.strip() == pins(DOCKER / "mlflow.lock")["mlflow"]
+    assert pm.inspect("image", MLFLOW_TAG)["Config"]["User"] == "10002:10002"
+
+
+def test_report_the_image_sizes(serving_image: str, capsys: pytest.CaptureFixture[str]) -> None:
+    base = pm.inspect("image", pm.BASE_IMAGE)["Size"]
+    lines = [f"{pm.BASE_IMAGE} (the stand-in base): {base / 1e6:.0f} MB"]
+    for tag in (serving_image, MLFLOW_TAG):
+        if pm.image_exists(tag):
+            size = pm.inspect("image", tag)["Size"]
+            lines.append(f"{tag}: {size / 1e6:.0f} MB, {(size - base) / 1e6:.0f} MB above the base")
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+    assert pm.inspect("image", serving_image)["Size"] < SIZE_BUDGET
