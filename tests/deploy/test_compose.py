@@ -16,6 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from sentiment_mlops.cli import app
+from sentiment_mlops.config import Settings
 from tests.deploy.podman import ROOT
 
 COMPOSE_DIR = ROOT / "deploy" / "compose"
@@ -59,7 +60,9 @@ def podman_compose(tmp_path: Path, values: dict[str, str]) -> subprocess.Complet
     )
 
 
-def test_podman_compose_renders_the_stack(tmp_path: Path) -> None:
+def test_podman_compose_renders_the_stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None
+) -> None:
     done = podman_compose(tmp_path, SECRETS)
     assert done.returncode == 0, done.stderr[-3000:]
     rendered = yaml.safe_load(done.stdout)
@@ -67,6 +70,11 @@ def test_podman_compose_renders_the_stack(tmp_path: Path) -> None:
     api = rendered["services"]["api"]["environment"]
     assert api["SENTIMENT_JWT_SECRET"] == SECRETS["SENTIMENT_JWT_SECRET"]
     assert f":{SECRETS['POSTGRES_PASSWORD']}@postgres:5432/" in api["SENTIMENT_DATABASE_URL"]
+    for name, value in api.items():  # the API's settings, as its container reads them
+        monkeypatch.setenv(name, str(value))
+    settings = Settings()
+    assert settings.workers == 2 and settings.tracking_uri() == "http://mlflow:5000"
+    assert settings.prediction_log_url().endswith("@postgres:5432/predictions")
 
 
 @pytest.mark.parametrize("missing", sorted(SECRETS))
