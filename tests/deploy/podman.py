@@ -42,8 +42,11 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run(command: Sequence[str], timeout: float = 600, check: bool = True) -> str:
-    """Run a command with the containers config; its stdout, or PodmanError with its output."""
+def run(
+    command: Sequence[str], timeout: float = 600, check: bool = True, stderr: bool = False
+) -> str:
+    """Run a command with the containers config; its stdout (and stderr after it, with
+    `stderr`), or PodmanError with its output."""
     try:
         done = subprocess.run(
             list(command), capture_output=True, text=True, timeout=timeout, env=_env()
@@ -53,7 +56,7 @@ def run(command: Sequence[str], timeout: float = 600, check: bool = True) -> str
     if check and done.returncode != 0:
         output = (done.stdout + done.stderr)[-4000:]
         raise PodmanError(f"{' '.join(command)} exited {done.returncode}:\n{output}")
-    return done.stdout
+    return done.stdout + done.stderr if stderr else done.stdout
 
 
 def podman(*args: str, timeout: float = 600, check: bool = True) -> str:

@@ -1,7 +1,7 @@
 """The serving image, built and run with podman (make test-container; minutes, not in `make
 test`): read-only root filesystem, UID 10001, trains its first model into a volume, answers
-/ready and /predict with a token signed by the secret passed in, and stops cleanly on SIGTERM.
-The MLflow server image is built too and asked for its version. Prints the images' sizes."""
+/ready, /predict and /feedback with a token signed by the secret passed in, and stops cleanly
+on SIGTERM. The MLflow server image is built too and must hold the UI. Prints the sizes."""
 
 from __future__ import annotations
 
@@ -47,10 +47,11 @@ class Container:
     url: str
 
     def logs(self) -> str:
-        return pm.podman("logs", self.name, check=False, timeout=60)
+        """What the container wrote to stdout, then to stderr."""
+        return pm.run(["podman", "logs", self.name], check=False, stderr=True, timeout=60)
 
-    def exec(self, *command: str, check: bool = True) -> str:
-        return pm.podman("exec", self.name, *command, check=check, timeout=120)
+    def exec(self, *command: str) -> str:
+        return pm.podman("exec", self.name, *command, timeout=120)
 
     def state(self) -> dict[str, object]:
         state: dict[str, object] = pm.inspect("container", self.name)["State"]
