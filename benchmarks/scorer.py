@@ -26,7 +26,7 @@ from rich.table import Table
 from threadpoolctl import threadpool_limits
 
 from sentiment_mlops.config import TrainConfig
-from sentiment_mlops.model import CompiledLinearScorer
+from sentiment_mlops.scorer import CompiledLinearScorer
 from sentiment_mlops.train import DataSpec, fit, load_split
 
 ROOT = Path(__file__).resolve().parents[1]

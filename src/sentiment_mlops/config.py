@@ -6,10 +6,18 @@ Both are validated here, once, so the rest of the package works with typed value
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MODEL_NAME = "sentiment"
@@ -164,26 +172,29 @@ class Settings(BaseSettings):
         return (self.data_cache_dir or self.var_dir / "datasets").resolve()
 
 
+def _ordered(value: tuple[int, int]) -> tuple[int, int]:
+    if not 1 <= value[0] <= value[1]:
+        raise ValueError("ngram_range must be [low, high] with 1 <= low <= high")
+    return value
+
+
+# sklearn accepts n-gram ranges only as tuples; a YAML list is validated into one.
+NgramRange = Annotated[tuple[int, int], AfterValidator(_ordered)]
+
+
 class VectorizerConfig(BaseModel):
     """Hyperparameters of sklearn's TfidfVectorizer (see its documentation)."""
 
     model_config = ConfigDict(extra="forbid")
 
     lowercase: bool = True
-    ngram_range: tuple[int, int] = (1, 2)
+    ngram_range: NgramRange = (1, 2)
     min_df: int | float = 2
     max_df: int | float = 1.0
     max_features: int | None = 500_000
     sublinear_tf: bool = True
     strip_accents: Literal["ascii", "unicode"] | None = None
     token_pattern: str = r"(?u)\b\w\w+\b"
-
-    @field_validator("ngram_range")
-    @classmethod
-    def _ordered(cls, value: tuple[int, int]) -> tuple[int, int]:
-        if not 1 <= value[0] <= value[1]:
-            raise ValueError("ngram_range must be [low, high] with 1 <= low <= high")
-        return value
 
 
 class ClassifierConfig(BaseModel):
@@ -198,6 +209,50 @@ class ClassifierConfig(BaseModel):
     tol: float = Field(default=1e-4, gt=0)
 
 
+class PreprocessConfig(BaseModel):
+    """Text preprocessing before tokenising (text.py); both off by default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    normalise: bool = False
+    negation: bool = False
+
+
+class CharVectorizerConfig(BaseModel):
+    """Character n-grams within word boundaries (TfidfVectorizer, analyzer `char_wb`), added
+    to the word n-grams as a union of the two vectorizers when `enabled`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    lowercase: bool = True
+    ngram_range: NgramRange = (2, 5)
+    min_df: int | float = 2
+    max_df: int | float = 1.0
+    max_features: int | None = 500_000
+    sublinear_tf: bool = True
+
+
+
+class NBScalingConfig(BaseModel):
+    """NB log-count-ratio feature scaling (nb_scaling.py, the NBSVM recipe) when `enabled`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    alpha: float = Field(default=1.0, gt=0)
+    beta: float = Field(default=1.0, ge=0, le=1)
+
+
+class CalibrationConfig(BaseModel):
+    """Probability calibration of the classifier (sklearn's CalibratedClassifierCV)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["none", "sigmoid", "isotonic"] = "none"
+    cv: int = Field(default=5, ge=2)
+
+
 class TrainConfig(BaseModel):
     """Everything that decides a trained model besides the data: split, seed, pipeline."""
 
@@ -207,8 +262,12 @@ class TrainConfig(BaseModel):
     test_size: float = Field(default=0.2, gt=0, lt=1)
     drop_duplicates: bool = True
     builtin_classes: list[str] | None = Field(default_factory=lambda: ["negative", "positive"])
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     vectorizer: VectorizerConfig = Field(default_factory=VectorizerConfig)
+    char_vectorizer: CharVectorizerConfig = Field(default_factory=CharVectorizerConfig)
+    nb_scaling: NBScalingConfig = Field(default_factory=NBScalingConfig)
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
 
     def flat_params(self) -> dict[str, Any]:
         """Dotted `section.key` parameters, as MLflow logs them."""

@@ -505,7 +505,7 @@ def _save_model(pipeline: Pipeline, directory: Path) -> None:
     directory.mkdir(parents=True)
     path = directory / MODEL_FILE
     skops.io.dump(pipeline, path, compression=zipfile.ZIP_DEFLATED, compresslevel=1)
-    untrusted = skops.io.get_untrusted_types(file=path)
+    untrusted = _untrusted_types(path)
     if untrusted:
         raise RegistryError(
             f"cannot register this pipeline: it holds types outside skops' trusted set "
@@ -527,7 +527,9 @@ def _save_model(pipeline: Pipeline, directory: Path) -> None:
         sklearn_version=sklearn.__version__,
         serialization_format="skops",
         code=None,
-        skops_trusted_types=None,
+        # The project's own types in this file, so that mlflow.sklearn.load_model (with this
+        # package installed) loads it too.
+        skops_trusted_types=skops.io.get_untrusted_types(file=path) or None,
     )
     model.model_size_bytes = path.stat().st_size
     model.save(str(directory / "MLmodel"))
@@ -553,17 +555,29 @@ def _save_model(pipeline: Pipeline, directory: Path) -> None:
         (directory / name).write_text(yaml.safe_dump(content, sort_keys=False), encoding="utf-8")
 
 
+def _untrusted_types(path: Path) -> list[str]:
+    """Types in a skops file outside skops' trusted set and the project's own
+    (`model.TRUSTED_TYPES`): a file holding any of them is neither saved nor loaded."""
+    import skops.io
+
+    from sentiment_mlops.model import TRUSTED_TYPES
+
+    return [name for name in skops.io.get_untrusted_types(file=path) if name not in TRUSTED_TYPES]
+
+
 def _load_model(path: Path) -> Pipeline:
     import skops.io
     from sklearn.pipeline import Pipeline
 
-    untrusted = skops.io.get_untrusted_types(file=path)
+    from sentiment_mlops.model import TRUSTED_TYPES
+
+    untrusted = _untrusted_types(path)
     if untrusted:
         raise IntegrityError(
             f"refusing to load {path.name}: it contains types outside the trusted set: "
             f"{', '.join(untrusted)}"
         )
-    model = skops.io.load(path, trusted=[])
+    model = skops.io.load(path, trusted=list(TRUSTED_TYPES))
     if not isinstance(model, Pipeline):
         raise IntegrityError(f"{path.name} holds a {type(model).__name__}, not a Pipeline")
     return model

@@ -10,7 +10,9 @@ request path) and as whole test sets (the batch path), and on vectorizer variant
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +28,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.extmath import softmax
 
 from sentiment_mlops.config import TrainConfig
-from sentiment_mlops.model import (
+from sentiment_mlops.model import build_pipeline, plain_vocabulary
+from sentiment_mlops.scorer import (
     CompiledLinearScorer,
     NotCompilable,
     SklearnScorer,
-    build_pipeline,
     make_scorer,
-    plain_vocabulary,
 )
 from sentiment_mlops.train import TrainResult
 
@@ -179,7 +180,7 @@ class TemperedLogisticRegression(LogisticRegression):
 @pytest.mark.parametrize(
     ("classifier", "reason"),
     [
-        (MultinomialNB(), "MultinomialNB, not LogisticRegression"),
+        (MultinomialNB(), "MultinomialNB: only LogisticRegression"),
         (TemperedLogisticRegression(), "differ from the pipeline's on probe texts"),
     ],
     ids=["naive-bayes", "changed-predict-proba"],
@@ -197,6 +198,7 @@ def test_unsupported_pipelines_fall_back_to_sklearn(
     scorer = make_scorer(pipeline)
     assert isinstance(scorer, SklearnScorer)
     assert scorer.kind == "sklearn"
+    assert re.search(reason, scorer.note)
     assert scorer.classes == list(pipeline.classes_)
     np.testing.assert_array_equal(
         scorer.predict_proba(texts[:200]), pipeline.predict_proba(texts[:200])
@@ -215,15 +217,13 @@ def test_a_relative_drift_of_1e_11_is_caught(
 ) -> None:
     """The tolerance has teeth: a scorer whose weights are off by one part in 1e11 fails."""
     scorer = CompiledLinearScorer.from_pipeline(airline_model)
+    (table,) = scorer._tables
     drifted = CompiledLinearScorer(
         classes=scorer.classes,
-        analyze=scorer._analyze,
-        vocabulary=scorer._vocabulary,
-        idf=scorer._idf,
-        weights=scorer._weights * (1 + 1e-11),
+        preprocess=None,
+        tables=[replace(table, weights=table.weights * (1 + 1e-11))],
         intercept=scorer._intercept,
-        tf=scorer._tf,
-        norm=scorer._norm,
+        link=scorer._link,
     )
     texts = airline[1][:500]
     expected = airline_model.predict_proba(texts)

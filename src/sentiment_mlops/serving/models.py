@@ -46,7 +46,8 @@ from typing import Any, Literal, Protocol, TypeVar
 import numpy as np
 
 from sentiment_mlops.config import ConfigError
-from sentiment_mlops.model import LoadedModel, Scorer, make_scorer
+from sentiment_mlops.model import LoadedModel
+from sentiment_mlops.scorer import Scorer, make_scorer
 from sentiment_mlops.serving.metrics import Metrics
 from sentiment_mlops.serving.predictions import OVERRIDE_EXPERIMENT
 from sentiment_mlops.serving.routing import Router, RoutingConfig
@@ -446,6 +447,7 @@ class ModelPool:
                 "model_version": version,
                 "previous_version": current.version if current else None,
                 "scorer": model.scorer.kind,
+                "scorer_note": model.scorer.note,
                 "loaded_by": prepared.loaded_by,
                 "load_seconds": round(prepared.seconds, 3),
             },

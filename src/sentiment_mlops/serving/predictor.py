@@ -28,7 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
-from sentiment_mlops.model import Scorer
+from sentiment_mlops.scorer import Scorer
 from sentiment_mlops.serving.metrics import Metrics
 from sentiment_mlops.serving.models import Route, ServingModel
 from sentiment_mlops.serving.predictions import new_prediction_id

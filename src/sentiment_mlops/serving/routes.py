@@ -176,6 +176,7 @@ async def models(
                 sha256=m.sha256,
                 run_id=m.run_id,
                 scorer=m.scorer.kind,
+                scorer_note=m.scorer.note,
                 classes=m.classes,
                 loaded_at=m.loaded_at,
             )

@@ -58,6 +58,8 @@ class LoadedModelInfo(BaseModel):
     sha256: str
     run_id: str
     scorer: str
+    # Why the model is scored by sklearn rather than compiled ("" when compiled).
+    scorer_note: str = ""
     classes: list[str]
     loaded_at: datetime
 
