@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sklearn.pipeline import Pipeline
 
@@ -15,7 +18,7 @@ from sentiment_mlops.registry import Registry
 from sentiment_mlops.serving.launcher import ServerProcess, server_env
 from sentiment_mlops.train import DataSpec, fit, load_split
 
-from ..apps import SECRET
+from ..apps import SECRET, bearer
 
 
 def train_into(var: Path, config: TrainConfig | None = None, alias: str | None = None) -> int:
@@ -87,3 +90,81 @@ def serving(srv: ServerProcess, version: int) -> set[int]:
         for r in srv.log_records()
         if r.get("msg") == "serving model version" and r.get("model_version") == version
     }
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One response a `Traffic` client got: when, its status, and its JSON body (2xx only)."""
+
+    at: float
+    status: int
+    body: dict[str, Any] | None
+
+
+class Traffic:
+    """`clients` keep-alive clients sending `POST /predict` back to back until the block
+    ends, recording every answer (`answers`) and every transport error (`errors`).
+
+    `body(client, sent)` makes each request's JSON, so a test can vary the texts.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        clients: int,
+        body: Callable[[int, int], dict[str, Any]] = lambda _client, _sent: {
+            "text": "the crew was lovely"
+        },
+        timeout: float = 30.0,
+    ) -> None:
+        self.answers: list[Answer] = []
+        self.errors: list[str] = []
+        self._body = body
+        self._timeout = timeout
+        self._stop = threading.Event()
+        self._url = url
+        self._threads = [
+            threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(clients)
+        ]
+
+    def _run(self, client_number: int) -> None:
+        headers = bearer("predict")
+        with httpx.Client(base_url=self._url, headers=headers, timeout=self._timeout) as client:
+            sent = 0
+            while not self._stop.is_set():
+                sent += 1
+                try:
+                    response = client.post("/predict", json=self._body(client_number, sent))
+                except httpx.HTTPError as exc:
+                    self.errors.append(repr(exc))
+                    continue
+                ok = 200 <= response.status_code < 300
+                body = response.json() if ok else None
+                self.answers.append(Answer(time.monotonic(), response.status_code, body))
+
+    def statuses(self) -> set[int]:
+        return {answer.status for answer in list(self.answers)}
+
+    def answered_between(self, start: float, end: float) -> int:
+        return sum(1 for answer in list(self.answers) if start <= answer.at <= end)
+
+    def wait_for_version(self, version: int, timeout: float) -> float:
+        """When the first answer from model `version` came."""
+        hits = wait_for(
+            f"a response from version {version}",
+            lambda: [
+                a.at for a in list(self.answers) if a.body and a.body["model_version"] == version
+            ],
+            timeout=timeout,
+        )
+        return float(min(hits))
+
+    def __enter__(self) -> Traffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)

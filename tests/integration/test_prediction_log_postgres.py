@@ -11,7 +11,6 @@ the predictions missing from the log, exactly.
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,7 +37,7 @@ from ..fakes import FakeSource
 from ..prediction_events import logged_rows
 from ..unit.test_log_database import inserts_sent
 from .postgres_cluster import Cluster, missing
-from .server import register_into, start_server
+from .server import Traffic, register_into, serving, start_server, wait_for
 
 pytestmark = [
     pytest.mark.postgres,
@@ -80,50 +79,14 @@ def var(tmp_path_factory: pytest.TempPathFactory, default_model: Pipeline) -> Pa
     return var
 
 
-class Traffic:
-    """`CLIENTS` keep-alive clients sending /predict back to back; every answer recorded with
-    the time it came, and every prediction id answered 2xx."""
+def traffic_text(client_number: int, sent: int) -> dict[str, Any]:
+    """Every 10th text carries a NUL, which PostgreSQL's text type cannot hold."""
+    text = f"client {client_number} says the crew was lovely #{sent}"
+    return {"text": text + ("\x00" if sent % 10 == 0 else ""), "user_id": "u"}
 
-    def __init__(self, url: str) -> None:
-        self.answers: list[tuple[float, int]] = []
-        self.ids: list[str] = []
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._url = url
-        self._threads = [
-            threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(CLIENTS)
-        ]
 
-    def _run(self, client_number: int) -> None:
-        headers = bearer("predict")
-        with httpx.Client(base_url=self._url, headers=headers, timeout=30) as client:
-            sent = 0
-            while not self._stop.is_set():
-                sent += 1
-                # every 10th text carries a NUL, which PostgreSQL's text type cannot hold
-                text = f"client {client_number} says the crew was lovely #{sent}"
-                text += "\x00" if sent % 10 == 0 else ""
-                try:
-                    response = client.post("/predict", json={"text": text, "user_id": "u"})
-                except httpx.HTTPError as exc:
-                    self.errors.append(repr(exc))
-                    continue
-                self.answers.append((time.monotonic(), response.status_code))
-                if 200 <= response.status_code < 300:
-                    self.ids.append(response.json()["prediction_id"])
-
-    def answered_between(self, start: float, end: float) -> int:
-        return sum(1 for at, _ in list(self.answers) if start <= at <= end)
-
-    def __enter__(self) -> Traffic:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
+def answered_ids(traffic: Traffic) -> list[str]:
+    return [answer.body["prediction_id"] for answer in list(traffic.answers) if answer.body]
 
 
 def metric(url: str, name: str) -> float:
@@ -151,7 +114,7 @@ class Outage:
 
 def outage(cluster: Cluster, srv: ServerProcess, traffic: Traffic) -> Outage:
     """Crash the cluster under the traffic for OUTAGE_SECONDS, then start it again."""
-    eventually(lambda: len(traffic.ids) >= 50, "traffic flows", timeout=60)
+    eventually(lambda: len(answered_ids(traffic)) >= 50, "traffic flows", timeout=60)
     cluster.crash()
     down = time.monotonic()
 
@@ -184,21 +147,24 @@ def test_every_prediction_answered_during_a_database_crash_is_logged(
     )
     try:
         srv.wait_ready()
-        with Traffic(srv.url) as traffic:
+        # ready means one worker has its model; under load the other may still be loading
+        wait_for("both workers serving", lambda: len(serving(srv, 1)) == 2)
+        with Traffic(srv.url, CLIENTS, body=traffic_text) as traffic:
             crash = outage(cluster, srv, traffic)
         eventually(lambda: metric(srv.url, "prediction_log_queue_depth") == 0, "the queues emptied")
         dropped = metric(srv.url, "prediction_log_dropped_total")
     finally:
         srv.stop()
     assert traffic.errors == []
-    assert {status for _, status in traffic.answers} == {200}, "served while the log was down"
+    assert traffic.statuses() == {200}, "served while the log was down"
     assert traffic.answered_between(crash.down, crash.up) > 0
     assert "wait in this worker's queue" in crash.ready["prediction_log"]
     assert crash.queued > 0
     assert dropped == 0
     rows = logged_rows(log_url)
-    missing_ids = set(traffic.ids) - set(rows)
-    assert missing_ids == set(), f"{len(missing_ids)} of {len(traffic.ids)} answered, not logged"
+    missing_ids = set(answered_ids(traffic)) - set(rows)
+    answered = answered_ids(traffic)
+    assert missing_ids == set(), f"{len(missing_ids)} of {len(answered)} answered, not logged"
     with_nul = [r for r in rows.values() if r["text"].endswith("\ufffd")]
     assert len(with_nul) >= len(rows) // 10 - CLIENTS
     for row in with_nul:
@@ -220,14 +186,14 @@ def test_with_a_tiny_queue_the_dropped_counter_equals_the_rows_missing(
     )
     try:
         srv.wait_ready()
-        with Traffic(srv.url) as traffic:
+        with Traffic(srv.url, CLIENTS, body=traffic_text) as traffic:
             outage(cluster, srv, traffic)
         eventually(lambda: metric(srv.url, "prediction_log_queue_depth") == 0, "the queue emptied")
         dropped = metric(srv.url, "prediction_log_dropped_total")
     finally:
         srv.stop()
-    assert {status for _, status in traffic.answers} == {200}
-    missing_ids = set(traffic.ids) - set(logged_rows(log_url))
+    assert traffic.statuses() == {200}
+    missing_ids = set(answered_ids(traffic)) - set(logged_rows(log_url))
     assert dropped > 0, "the queue was meant to overflow"
     assert len(missing_ids) == dropped
     assert [line["dropped"] for line in closing_lines(srv)] == [dropped]
