@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sentiment_mlops.config import (
+    CHALLENGER,
     CHAMPION,
     DEFAULT_MDE,
     ConfigError,
@@ -30,8 +31,11 @@ from sentiment_mlops.runtime import configure_process, skip_collection_at_exit
 
 if TYPE_CHECKING:
     from sentiment_mlops.config import TrainConfig
-    from sentiment_mlops.registry import Registry, VersionInfo
+    from sentiment_mlops.data import Split
+    from sentiment_mlops.registry import Registry, SearchRun, VersionInfo
     from sentiment_mlops.train import DataSpec, TrainResult
+    from sentiment_mlops.tuning.search import TrialResult
+    from sentiment_mlops.tuning.space import Trial, TuneConfig
 
 app = typer.Typer(help="Train, version and serve a sentiment classifier.", no_args_is_help=True)
 models_app = typer.Typer(help="Registered model versions and their aliases.", no_args_is_help=True)
@@ -153,6 +157,217 @@ def train(
     print_report(result.report, out)
     aliases = f" ({', '.join(version.aliases)})" if version.aliases else ""
     out.print(f"Registered version {version.version}{aliases}, sha256 {version.sha256[:12]}…")
+
+
+@app.command()
+def tune(
+    data: Annotated[
+        Path | None, typer.Option(help="CSV, JSONL or Parquet file; default: built-in tweets")
+    ] = None,
+    test_data: Annotated[
+        Path | None, typer.Option(help="Held-out file; default: a stratified split of --data")
+    ] = None,
+    text_column: Annotated[str, typer.Option(help="Column holding the text")] = "text",
+    label_column: Annotated[str, typer.Option(help="Column holding the label")] = "label",
+    encoding: Annotated[str, typer.Option(help="Text encoding of CSV/JSONL files")] = "utf-8",
+    config: Annotated[
+        Path | None, typer.Option(help="Search config; default: configs/tune.yaml")
+    ] = None,
+    train_config: Annotated[
+        Path | None,
+        typer.Option(help="Training config the search starts from; default: configs/train.yaml"),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler, e.g. tcp://host:8786; default: a local cluster"),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes of the local cluster; default: cores")
+    ] = None,
+    budget: Annotated[
+        int | None, typer.Option(min=1, help="Trials at most (overrides the config's budget)")
+    ] = None,
+    promote_if_better: Annotated[
+        bool,
+        typer.Option(
+            "--promote-if-better",
+            help="Make the result champion if it beats the champion on the test set "
+            "(McNemar exact test, p < 0.05)",
+        ),
+    ] = False,
+) -> None:
+    """Search hyperparameters with cross-validation on Dask; refit the best on all training
+    data and register it as `challenger`."""
+    from sentiment_mlops.train import DataSpec, load_split
+    from sentiment_mlops.tuning.search import TuneError
+    from sentiment_mlops.tuning.space import check_space, expand, load_tune_config
+
+    with _user_errors(), _user_errors(TuneError):
+        base = load_train_config(train_config)
+        search_config = load_tune_config(config)
+        if budget is not None:
+            search_config = search_config.model_copy(update={"budget": budget})
+        check_space(search_config, base, str(config or "configs/tune.yaml"))
+        spec = DataSpec(data, test_data, text_column, label_column, encoding)
+        with err.status(f"Loading {spec.describe()}"):
+            split = load_split(spec, base)
+        err.print(
+            f"Data: {len(split.train)} training rows ({search_config.folds}-fold CV), "
+            f"{len(split.test)} test rows, classes {', '.join(split.train.classes)}"
+        )
+        trials = expand(search_config, base)
+        result, version = _tune_and_register(
+            spec, split, search_config, trials, scheduler, workers, promote_if_better
+        )
+    from sentiment_mlops.evaluate import print_report
+
+    print_report(result.report, out)
+    aliases = f" ({', '.join(version.aliases)})" if version.aliases else ""
+    out.print(f"Registered version {version.version}{aliases}, sha256 {version.sha256[:12]}…")
+
+
+def _tune_and_register(
+    spec: DataSpec,
+    split: Split,
+    search_config: TuneConfig,
+    trials: list[Trial],
+    scheduler: str | None,
+    workers: int | None,
+    promote_if_better: bool,
+) -> tuple[TrainResult, VersionInfo]:
+    """Search on the cluster, logging each trial as it finishes; refit and register the best.
+
+    The cluster is connected before the store is opened, so a wrong address leaves no run.
+    Ctrl-C cancels the search, closes the cluster, marks the search's run KILLED and
+    registers nothing (an interrupted registration undoes itself, `Registry.register`).
+    """
+    from sentiment_mlops.train import fit
+    from sentiment_mlops.tuning.cluster import connect
+    from sentiment_mlops.tuning.progress import SearchProgress
+    from sentiment_mlops.tuning.search import best_trial, run_search
+
+    with connect(scheduler, workers) as cluster:
+        err.print(cluster.describe(), highlight=False, soft_wrap=True)
+        registry = _registry()
+        search = registry.start_search(
+            {
+                **search_config.model_dump(exclude={"space"}),
+                "space": search_config.space,
+                "trials": len(trials),
+                "data.source": spec.describe(),
+                "data.n_train": len(split.train),
+                "cluster.scheduler": cluster.scheduler,
+                "cluster.workers": cluster.workers,
+            },
+            {"data_fingerprint": split.train.fingerprint(), "mlflow.runName": "tune"},
+        )
+        err.print(f"Search run {search.run_id}: {len(trials)} trials", highlight=False)
+        try:
+            with SearchProgress(err, len(trials), search_config.metric) as progress:
+
+                def record(trial: TrialResult) -> None:
+                    registry.log_trial(search, trial)
+                    progress.update(trial)
+
+                results = run_search(
+                    cluster.client, split.train, trials, search_config, on_result=record
+                )
+        except KeyboardInterrupt:
+            _end_interrupted(registry, search)
+            raise typer.Exit(130) from None
+        except BaseException as exc:
+            registry.end_search(search, "FAILED", tags={"error": str(exc)})
+            raise
+    try:
+        best = best_trial(results)
+        _print_trials(results, search_config.metric)
+        assert best.trial.config is not None
+        with err.status(f"Refitting trial {best.number} on all {len(split.train)} training rows"):
+            result = fit(split, best.trial.config, spec)
+        with err.status("Logging and registering the model"):
+            version = registry.register_training(result, CHALLENGER, search=search)
+        if promote_if_better:
+            version = _promote_if_better(registry, result, version)
+    except KeyboardInterrupt:
+        _end_interrupted(registry, search)
+        raise typer.Exit(130) from None
+    except BaseException as exc:
+        registry.end_search(search, "FAILED", tags={"error": str(exc)})
+        raise
+    registry.end_search(
+        search,
+        "FINISHED",
+        metrics={
+            f"best_cv_{search_config.metric}": best.mean,
+            "test_accuracy": result.report.accuracy,
+            "failed_trials": sum(not r.ok for r in results),
+        },
+        tags={"best_trial": str(best.number), "registered_version": str(version.version)},
+    )
+    return result, version
+
+
+def _end_interrupted(registry: Registry, search: SearchRun) -> None:
+    registry.end_search(search, "KILLED")
+    err.print("[yellow]interrupted:[/] search cancelled, nothing registered")
+
+
+def _print_trials(results: list[TrialResult], metric: str, top: int = 10) -> None:
+    finished = sorted((r for r in results if r.ok), key=lambda r: (-r.mean, r.number))
+    failed = len(results) - len(finished)
+    table = Table(
+        title=f"best {min(top, len(finished))} of {len(results)} trials"
+        + (f" ({failed} failed)" if failed else ""),
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("trial", justify="right")
+    table.add_column(f"CV {metric}", justify="right")
+    table.add_column("±", justify="right")
+    table.add_column("settings")
+    for r in finished[:top]:
+        settings = " ".join(f"{k}={v!r}" for k, v in r.trial.overrides.items())
+        table.add_row(str(r.number), f"{r.mean:.4f}", f"{r.std:.4f}", settings)
+    out.print(table)
+
+
+def _promote_if_better(
+    registry: Registry, result: TrainResult, version: VersionInfo
+) -> VersionInfo:
+    """Champion only if the new version beats the champion on the same test examples by
+    more than chance (`tuning.compare`); with no champion yet, it becomes the first."""
+    from sentiment_mlops.tuning.compare import compare_paired
+
+    current = registry.resolve(CHAMPION)
+    if current is None:
+        registry.promote(version.version, CHAMPION)
+        err.print(f"No champion yet: version {version.version} is champion")
+        return registry.version(version.version)
+    champion = registry.load(CHAMPION)
+    test = result.split.test
+    if set(map(str, champion.pipeline.classes_)) != set(test.classes):
+        err.print(
+            f"Not promoted: champion (version {current}) predicts other classes than the "
+            "test set holds; the two cannot be compared on it"
+        )
+        return version
+    comparison = compare_paired(
+        test.labels,
+        [str(p) for p in result.pipeline.predict(test.texts)],
+        [str(p) for p in champion.pipeline.predict(test.texts)],
+    )
+    if not comparison.better:
+        err.print(
+            f"Not promoted: not better than champion (version {current}) beyond chance: "
+            f"{comparison.describe()}",
+            highlight=False,
+        )
+        return version
+    registry.promote(version.version, CHAMPION)
+    err.print(
+        f"Promoted to champion over version {current}: {comparison.describe()}",
+        highlight=False,
+    )
+    return registry.version(version.version)
 
 
 @app.command()

@@ -31,13 +31,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import mlflow.artifacts
 import sqlalchemy
 import yaml
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import (
     RESOURCE_DOES_NOT_EXIST,
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
     from sentiment_mlops.model import LoadedModel
     from sentiment_mlops.train import TrainResult
+    from sentiment_mlops.tuning.search import TrialResult
 
 MODEL_FILE = "model.skops"
 REQUIREMENTS_FILE = "requirements.txt"
@@ -61,6 +62,10 @@ PYTHON_ENV_FILE = "python_env.yaml"
 CONDA_FILE = "conda.yaml"
 SHA256_TAG = "sha256"
 HISTORY_TAG = "champion_history"
+# MLflow's own tag: the UI nests a run under the run it names (a search's trials and refit).
+PARENT_TAG = "mlflow.parentRunId"
+# MLflow refuses longer tag values; a trial's error is cut to this.
+MAX_TAG_CHARS = 5000
 LIBRARIES = (
     "scikit-learn",
     "numpy",
@@ -103,6 +108,14 @@ class RegistryUnavailable(RegistryError, ConnectionError):
     Also a `ConnectionError`: that is how the serving model pool, which does not import this
     module (nor so mlflow), tells "unreachable" from a refused version.
     """
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """The MLflow run of a hyperparameter search, which its trials' runs name as parent."""
+
+    run_id: str
+    experiment_id: str
 
 
 @dataclass(frozen=True)
@@ -228,17 +241,21 @@ class Registry:
         tags: Mapping[str, str],
         artifacts: Path | None = None,
         alias: str | None = None,
+        champion_if_first: bool = True,
     ) -> VersionInfo:
         """Log a finished training run and register its model as a new version.
 
         All or nothing: the model is saved and hashed before the store is touched, and if any
         later step fails (or the process is interrupted), the model version and the run are
-        deleted before the error propagates.
+        deleted before the error propagates. The first version of the model becomes
+        `champion` unless `champion_if_first` is false (a tuned model never promotes itself).
         """
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = Path(tmp) / "model"
             _save_model(pipeline, model_dir)
-            version = self._log_and_register(model_dir, params, metrics, tags, artifacts, alias)
+            version = self._log_and_register(
+                model_dir, params, metrics, tags, artifacts, alias, champion_if_first
+            )
         return self.version(version)
 
     def _log_and_register(
@@ -249,6 +266,7 @@ class Registry:
         tags: Mapping[str, str],
         artifacts: Path | None,
         alias: str | None,
+        champion_if_first: bool,
     ) -> int:
         sha256 = file_sha256(model_dir / MODEL_FILE)
         self._ensure_registered_model()
@@ -274,7 +292,7 @@ class Registry:
                 tags={SHA256_TAG: sha256, "data_source": tags.get("data_source", "")},
             )
             version = str(created.version)
-            if self.resolve(CHAMPION) is None:  # the first version: no history to keep
+            if champion_if_first and self.resolve(CHAMPION) is None:  # no history to keep
                 self.client.set_registered_model_alias(self.name, CHAMPION, version)
             if alias is not None:
                 self.promote(int(version), alias)
@@ -284,9 +302,22 @@ class Registry:
             raise
         return int(version)
 
-    def register_training(self, result: TrainResult, alias: str | None = None) -> VersionInfo:
+    def register_training(
+        self,
+        result: TrainResult,
+        alias: str | None = None,
+        *,
+        search: SearchRun | None = None,
+    ) -> VersionInfo:
         """Record a training result as a run (params, metrics, data fingerprints, the report,
-        its plots and the config) and register its model; all or nothing, as `register`."""
+        its plots and the config) and register its model; all or nothing, as `register`.
+
+        With `search`, the run is the search's refit of its best trial: a child of the
+        search's run, and never made `champion` by being the first version.
+        """
+        tags = dict(result.tags)
+        if search is not None:
+            tags.update({PARENT_TAG: search.run_id, "mlflow.runName": "refit-best"})
         with tempfile.TemporaryDirectory() as tmp:
             report_dir = Path(tmp) / "evaluation"
             result.write_artifacts(report_dir)
@@ -294,10 +325,62 @@ class Registry:
                 result.pipeline,
                 params=result.params,
                 metrics=result.metrics,
-                tags=result.tags,
+                tags=tags,
                 artifacts=report_dir,
                 alias=alias,
+                champion_if_first=search is None,
             )
+
+    # -- searches ----------------------------------------------------------------------------
+
+    def start_search(self, params: Mapping[str, Any], tags: Mapping[str, str]) -> SearchRun:
+        """Open the run of a hyperparameter search; its trials become child runs as they
+        finish (`log_trial`), and `end_search` closes it."""
+        experiment_id = self._experiment_id()
+        run = self.client.create_run(experiment_id, tags={**environment_tags(), **tags})
+        search = SearchRun(run.info.run_id, experiment_id)
+        try:
+            self.client.log_batch(
+                search.run_id, params=[Param(k, _param_value(v)) for k, v in params.items()]
+            )
+        except BaseException:
+            self.end_search(search, "FAILED")
+            raise
+        return search
+
+    def log_trial(self, search: SearchRun, trial: TrialResult) -> str:
+        """One finished trial as a child run of the search: its config, CV scores, time and
+        workers, FINISHED; or FAILED with its error in the `error` tag. Returns the run id."""
+        tags = {k: v[:MAX_TAG_CHARS] for k, v in trial.tags.items()}
+        run = self.client.create_run(
+            search.experiment_id,
+            tags={**tags, PARENT_TAG: search.run_id},
+            run_name=f"trial-{trial.number}",
+        )
+        now = int(datetime.now(UTC).timestamp() * 1000)
+        self.client.log_batch(
+            run.info.run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in trial.metrics.items()],
+            params=[Param(k, _param_value(v)) for k, v in trial.params.items()],
+        )
+        self.client.set_terminated(run.info.run_id, "FINISHED" if trial.ok else "FAILED")
+        return str(run.info.run_id)
+
+    def end_search(
+        self,
+        search: SearchRun,
+        status: Literal["FINISHED", "FAILED", "KILLED"],
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Close the search's run: FINISHED with its summary, FAILED, or KILLED (Ctrl-C)."""
+        now = int(datetime.now(UTC).timestamp() * 1000)
+        self.client.log_batch(
+            search.run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+            tags=[RunTag(k, v[:MAX_TAG_CHARS]) for k, v in (tags or {}).items()],
+        )
+        self.client.set_terminated(search.run_id, status)
 
     def _undo(self, run_id: str, version: str | None) -> None:
         if version is not None:

@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
-from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
 from sentiment_mlops.abtest.errors import AbTestError
@@ -19,6 +18,7 @@ from sentiment_mlops.abtest.statistics import (
     POWER,
     BoolArray,
     fixed_p_independent,
+    mcnemar_exact_p,
     required_independent,
     required_pairs,
     sequential_p_independent,
@@ -187,8 +187,7 @@ def _compare_paired(
     difference = ci = p_fixed = p_seq = None
     if n:
         difference = (wins - losses) / n
-        table = [[both, losses], [wins, n - both - wins - losses]]
-        p_fixed = float(mcnemar(table, exact=True).pvalue)
+        p_fixed = mcnemar_exact_p(wins, losses)
         p_seq = float(
             sequential_p_paired(
                 np.cumsum(ours & ~theirs),

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 from scipy.stats import norm
+from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_effectsize, test_proportions_2indep
 
@@ -87,6 +88,17 @@ def sequential_p_paired(
     w, lo, n = (np.asarray(a, dtype=np.float64) for a in (wins, losses, pairs))
     m = np.where(n > 0, n, 1.0)
     return msprt_p_values((w - lo) / m, np.where(n > 0, (w + lo) / m**2, 0.0), tau)
+
+
+def mcnemar_exact_p(wins: int, losses: int) -> float:
+    """Two-sided p-value of McNemar's exact test from the discordant pairs of a paired
+    comparison: `wins` examples only the new model got right, `losses` only the old one.
+
+    Under the null (both equally accurate) each discordant pair is a fair coin, so this is
+    the binomial test of wins out of wins + losses (statsmodels' `mcnemar(exact=True)`);
+    the pairs both models got right, or both wrong, say nothing about which is better.
+    """
+    return float(mcnemar([[0, losses], [wins, 0]], exact=True).pvalue)
 
 
 def fixed_p_independent(

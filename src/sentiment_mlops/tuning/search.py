@@ -1,0 +1,264 @@
+"""Cross-validate every trial on a Dask cluster, sharing the stages trials have in common.
+
+The graph (`work.py` says what each stage computes and why sharing it is safe):
+
+    corpus (scattered once) ─► preprocess[key] ─► features[fold, key] ─► score[trial, fold]
+    folds  (scattered once) ──────────────────────┘
+
+The corpus and the folds' row numbers go to every worker once (`broadcast`): data scattered
+from the client has no recipe Dask could recompute it from, so it must survive the loss of
+any one worker. Everything downstream is a task Dask can recompute when the worker holding
+its result dies. Only the corpus, the folds and the unfinished scores are referenced here, so
+a stage's result is freed as soon as the last score that needs it is done; scores are
+submitted grouped by their features, so few feature matrices are alive at once.
+
+Results come back as each score finishes (`as_completed`): a trial is reported the moment its
+last fold is in, and what the client holds is never lost with a worker. A worker that dies
+mid-task has its tasks rescheduled on the others by the scheduler (up to
+`distributed.scheduler.allowed-failures` times, after which the trial is recorded as failed
+with `KilledWorker`); `retries` re-runs a task that raised an unexpected error (out of
+memory, say), while the errors of a bad parameter combination come back as values, recorded
+once. On any interruption (Ctrl-C) every unfinished task is cancelled before re-raising.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sklearn.model_selection import StratifiedKFold
+
+from sentiment_mlops.data import DataError, LabelledTexts
+from sentiment_mlops.tuning import work
+from sentiment_mlops.tuning.space import Trial, TuneConfig
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
+
+# Re-runs of a task that raised an unexpected error (not a parameter error: those are values).
+TASK_RETRIES = 2
+
+
+class TuneError(RuntimeError):
+    """The search cannot go on or gave nothing to register; the message says why."""
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """A trial's cross-validation: a score per fold, or the error that stopped it."""
+
+    trial: Trial
+    metric: str
+    scores: list[float]
+    seconds: float  # classifier fitting and scoring, summed over folds (stages are shared)
+    workers: list[str]
+    error: str | None = None
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.scores)
+
+    @property
+    def std(self) -> float:
+        return statistics.pstdev(self.scores)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The trial's whole training config as dotted parameters, or the values it tried
+        when they made no valid config."""
+        if self.trial.config is None:
+            return dict(self.trial.overrides)
+        return self.trial.config.flat_params()
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        if not self.ok:
+            return {}
+        return {
+            f"cv_{self.metric}_mean": self.mean,
+            f"cv_{self.metric}_std": self.std,
+            "fit_seconds": self.seconds,
+            **{f"cv_{self.metric}_fold{i}": s for i, s in enumerate(self.scores, start=1)},
+        }
+
+    @property
+    def tags(self) -> dict[str, str]:
+        tags = {"trial": str(self.number), "worker": ", ".join(self.workers) or "none"}
+        if self.error is not None:
+            tags["error"] = self.error
+        return tags
+
+
+def make_folds(data: LabelledTexts, folds: int, seed: int) -> list[work.Fold]:
+    """Stratified folds of the training rows; DataError if a class has too few rows."""
+    counts: dict[str, int] = defaultdict(int)
+    for label in data.labels:
+        counts[label] += 1
+    rare = sorted(label for label, n in counts.items() if n < folds)
+    if rare:
+        raise DataError(
+            f"{data.source}: {folds}-fold cross-validation needs at least {folds} rows of "
+            f"each class; too few of: {', '.join(rare)} (lower folds in the tune config)"
+        )
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [
+        work.Fold(number, train, validation)
+        for number, (train, validation) in enumerate(
+            splitter.split(data.texts, data.labels), start=1
+        )
+    ]
+
+
+def best_trial(results: list[TrialResult]) -> TrialResult:
+    """The trial with the highest mean score (the lowest number among equals); TuneError
+    when every trial failed."""
+    finished = [r for r in results if r.ok]
+    if not finished:
+        first = min(results, key=lambda r: r.number)
+        raise TuneError(f"every trial failed; trial {first.number}: {first.error}")
+    return max(finished, key=lambda r: (r.mean, -r.number))
+
+
+def run_search(
+    client: Client,
+    data: LabelledTexts,
+    trials: list[Trial],
+    config: TuneConfig,
+    *,
+    share: bool = True,
+    on_result: Callable[[TrialResult], None] | None = None,
+) -> list[TrialResult]:
+    """Cross-validate `trials` on `data` over `client`'s workers; results by trial number.
+
+    `on_result` is called in this thread with each trial as it finishes (the CLI logs it
+    and moves the progress bar). `share=False` gives every trial stages of its own: the
+    same numbers, computed once per trial (the benchmark's baseline).
+    """
+    from distributed import as_completed
+
+    report = on_result or (lambda result: None)
+    folds = make_folds(data, config.folds, config.seed)
+    results: dict[int, TrialResult] = {}
+    for trial in trials:
+        if trial.config is None:
+            results[trial.number] = TrialResult(trial, config.metric, [], 0.0, [], trial.error)
+            report(results[trial.number])
+    runnable = sorted(
+        (t for t in trials if t.config is not None),
+        key=lambda t: work.features_key(_config(t)),
+    )
+    if not runnable:
+        return [results[n] for n in sorted(results)]
+
+    search = uuid.uuid4().hex[:8]
+    corpus = client.scatter(work.Corpus.of(data.texts, data.labels), broadcast=True)
+    fold_data = client.scatter(folds, broadcast=True)
+    pending = _submit(client, search, corpus, fold_data, runnable, config, share)
+    scores: dict[int, list[work.FoldScore]] = defaultdict(list)
+    by_number = {t.number: t for t in runnable}
+    try:
+        for future, outcome in as_completed(
+            [future for future, _, _ in pending.values()], with_results=True, raise_errors=False
+        ):
+            _, trial_number, fold = pending.pop(future.key)
+            if not isinstance(outcome, work.FoldScore):  # the task itself failed
+                outcome = work.FoldScore(
+                    trial_number, fold, None, 0.0, "", f"{type(outcome).__name__}: {outcome}"
+                )
+            scores[trial_number].append(outcome)
+            if len(scores[trial_number]) == len(folds):
+                result = _trial_result(by_number[trial_number], config, scores.pop(trial_number))
+                results[trial_number] = result
+                report(result)
+    except BaseException:
+        client.cancel([future for future, _, _ in pending.values()])
+        raise
+    return [results[n] for n in sorted(results)]
+
+
+def _config(trial: Trial) -> Any:
+    assert trial.config is not None
+    return trial.config
+
+
+def _submit(
+    client: Client,
+    search: str,
+    corpus: Future,
+    folds: list[Future],
+    trials: list[Trial],
+    config: TuneConfig,
+    share: bool,
+) -> dict[Any, tuple[Future, int, int]]:
+    """Submit every stage and score; by key, each score's future, trial and fold.
+
+    Stage futures live in local dicts only while submitting: trials with equal keys get the
+    same future; afterwards the scores alone hold them (see the module docstring).
+    """
+    preprocessed: dict[str, Future] = {}
+    features: dict[tuple[int, str], Future] = {}
+    pending: dict[Any, tuple[Future, int, int]] = {}
+    for trial in trials:
+        trial_config = _config(trial)
+        own = "" if share else f"trial{trial.number}"
+        prep_key = own + work.preprocessing_key(trial_config)
+        if prep_key not in preprocessed:
+            preprocessed[prep_key] = client.submit(
+                work.preprocess,
+                corpus,
+                trial_config,
+                key=f"preprocess-{search}-{_digest(prep_key)}",
+                retries=TASK_RETRIES,
+            )
+        for fold_number, fold in enumerate(folds, start=1):
+            feat_key = (fold_number, own + work.features_key(trial_config))
+            if feat_key not in features:
+                features[feat_key] = client.submit(
+                    work.featurize,
+                    preprocessed[prep_key],
+                    fold,
+                    trial_config,
+                    key=f"features-{search}-fold{fold_number}-{_digest(feat_key[1])}",
+                    retries=TASK_RETRIES,
+                )
+            score = client.submit(
+                work.score_fold,
+                features[feat_key],
+                trial_config,
+                trial.number,
+                fold_number,
+                config.metric,
+                key=f"score-{search}-trial{trial.number}-fold{fold_number}",
+                retries=TASK_RETRIES,
+            )
+            pending[score.key] = (score, trial.number, fold_number)
+    return pending
+
+
+def _trial_result(trial: Trial, config: TuneConfig, scores: list[work.FoldScore]) -> TrialResult:
+    scores = sorted(scores, key=lambda s: s.fold)
+    workers = sorted({s.worker for s in scores if s.worker})
+    seconds = sum(s.seconds for s in scores)
+    errors = [s.error for s in scores if s.error is not None]
+    if errors:
+        return TrialResult(trial, config.metric, [], seconds, workers, errors[0])
+    return TrialResult(
+        trial, config.metric, [s.score for s in scores if s.score is not None], seconds, workers
+    )
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
