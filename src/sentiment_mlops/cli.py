@@ -244,7 +244,7 @@ def _tune_and_register(
     from sentiment_mlops.train import fit
     from sentiment_mlops.tuning.cluster import connect
     from sentiment_mlops.tuning.progress import SearchProgress
-    from sentiment_mlops.tuning.search import best_trial, run_search
+    from sentiment_mlops.tuning.search import best_trial, run_search, stop_on_interrupt
 
     with connect(scheduler, workers) as cluster:
         err.print(cluster.describe(), highlight=False, soft_wrap=True)
@@ -263,14 +263,22 @@ def _tune_and_register(
         )
         err.print(f"Search run {search.run_id}: {len(trials)} trials", highlight=False)
         try:
-            with SearchProgress(err, len(trials), search_config.metric) as progress:
+            with (
+                SearchProgress(err, len(trials), search_config.metric) as progress,
+                stop_on_interrupt() as stop,
+            ):
 
                 def record(trial: TrialResult) -> None:
                     registry.log_trial(search, trial)
                     progress.update(trial)
 
                 results = run_search(
-                    cluster.client, split.train, trials, search_config, on_result=record
+                    cluster.client,
+                    split.train,
+                    trials,
+                    search_config,
+                    on_result=record,
+                    stop=stop,
                 )
         except KeyboardInterrupt:
             _end_interrupted(registry, search)
@@ -347,7 +355,8 @@ def _promote_if_better(
     if set(map(str, champion.pipeline.classes_)) != set(test.classes):
         err.print(
             f"Not promoted: champion (version {current}) predicts other classes than the "
-            "test set holds; the two cannot be compared on it"
+            "test set holds; the two cannot be compared on it",
+            soft_wrap=True,
         )
         return version
     comparison = compare_paired(
@@ -360,12 +369,14 @@ def _promote_if_better(
             f"Not promoted: not better than champion (version {current}) beyond chance: "
             f"{comparison.describe()}",
             highlight=False,
+            soft_wrap=True,
         )
         return version
     registry.promote(version.version, CHAMPION)
     err.print(
         f"Promoted to champion over version {current}: {comparison.describe()}",
         highlight=False,
+        soft_wrap=True,
     )
     return registry.version(version.version)
 

@@ -9,6 +9,7 @@ by the worker processes; `work.score_fold` limits it again for workers started e
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from distributed import Client
 
 # How long to wait for a scheduler to answer, and for a cluster to have its first worker.
-CONNECT_SECONDS = 10
+CONNECT_SECONDS = 5
 WORKER_WAIT_SECONDS = 60
 
 
@@ -72,6 +73,8 @@ def connect(scheduler: str | None = None, workers: int | None = None) -> Iterato
             threads_per_worker=1,
             processes=True,
             dashboard_address=":0",
+            # Cancelling a search makes each worker warn about every task it dropped.
+            silence_logs=logging.ERROR,
         ) as cluster,
         Client(cluster) as client,
     ):

@@ -24,11 +24,15 @@ once. On any interruption (Ctrl-C) every unfinished task is cancelled before re-
 from __future__ import annotations
 
 import hashlib
+import signal
 import statistics
+import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from sklearn.model_selection import StratifiedKFold
@@ -140,12 +144,14 @@ def run_search(
     *,
     share: bool = True,
     on_result: Callable[[TrialResult], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> list[TrialResult]:
     """Cross-validate `trials` on `data` over `client`'s workers; results by trial number.
 
     `on_result` is called in this thread with each trial as it finishes (the CLI logs it
     and moves the progress bar). `share=False` gives every trial stages of its own: the
-    same numbers, computed once per trial (the benchmark's baseline).
+    same numbers, computed once per trial (the benchmark's baseline). When `stop` is set
+    (`stop_on_interrupt`), the unfinished tasks are cancelled and KeyboardInterrupt raised.
     """
     from distributed import as_completed
 
@@ -156,33 +162,41 @@ def run_search(
         if trial.config is None:
             results[trial.number] = TrialResult(trial, config.metric, [], 0.0, [], trial.error)
             report(results[trial.number])
-    runnable = sorted(
-        (t for t in trials if t.config is not None),
-        key=lambda t: work.features_key(_config(t)),
-    )
+    runnable = [t for t in trials if t.config is not None]
     if not runnable:
         return [results[n] for n in sorted(results)]
 
     search = uuid.uuid4().hex[:8]
     corpus = client.scatter(work.Corpus.of(data.texts, data.labels), broadcast=True)
     fold_data = client.scatter(folds, broadcast=True)
-    pending = _submit(client, search, corpus, fold_data, runnable, config, share)
+    planned = plan(runnable, len(folds), share=share)
+    pending = _submit(client, search, corpus, fold_data, planned, config.metric)
     scores: dict[int, list[work.FoldScore]] = defaultdict(list)
     by_number = {t.number: t for t in runnable}
+    finished = as_completed(
+        [future for future, _, _ in pending.values()], with_results=True, raise_errors=False
+    )
     try:
-        for future, outcome in as_completed(
-            [future for future, _, _ in pending.values()], with_results=True, raise_errors=False
-        ):
-            _, trial_number, fold = pending.pop(future.key)
-            if not isinstance(outcome, work.FoldScore):  # the task itself failed
-                outcome = work.FoldScore(
-                    trial_number, fold, None, 0.0, "", f"{type(outcome).__name__}: {outcome}"
-                )
-            scores[trial_number].append(outcome)
-            if len(scores[trial_number]) == len(folds):
-                result = _trial_result(by_number[trial_number], config, scores.pop(trial_number))
-                results[trial_number] = result
-                report(result)
+        while not finished.is_empty():
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
+            batch = finished.next_batch(block=False)
+            if not batch:
+                # Polled rather than blocking in Dask, so that `stop` is seen within 50 ms.
+                (stop or threading.Event()).wait(0.05)
+            for future, outcome in batch:
+                _, trial_number, fold = pending.pop(future.key)
+                if future.status != "finished":  # the task itself failed or was cancelled
+                    outcome = work.FoldScore(
+                        trial_number, fold, None, 0.0, "", _task_error(outcome)
+                    )
+                scores[trial_number].append(outcome)
+                if len(scores[trial_number]) == len(folds):
+                    result = _trial_result(
+                        by_number[trial_number], config, scores.pop(trial_number)
+                    )
+                    results[trial_number] = result
+                    report(result)
     except BaseException:
         client.cancel([future for future, _, _ in pending.values()])
         raise
@@ -194,57 +208,79 @@ def _config(trial: Trial) -> Any:
     return trial.config
 
 
+@dataclass(frozen=True)
+class PlannedScore:
+    """One (trial, fold) score task and the names of the stage tasks it depends on: scores
+    with equal names share those tasks."""
+
+    trial: Trial
+    fold: int
+    preprocess: str
+    features: str
+
+
+def plan(trials: list[Trial], folds: int, *, share: bool = True) -> list[PlannedScore]:
+    """The score tasks of `trials` (runnable ones) in submission order: grouped by features,
+    so that each group's feature matrices can be freed before the next group's are made.
+    Without `share`, each trial's stage names are its own."""
+    ordered = sorted(trials, key=lambda t: work.features_key(_config(t)))
+    planned: list[PlannedScore] = []
+    for trial in ordered:
+        own = "" if share else f"trial{trial.number}"
+        prep = _digest(own + work.preprocessing_key(_config(trial)))
+        feat = _digest(own + work.features_key(_config(trial)))
+        planned.extend(
+            PlannedScore(trial, fold, f"preprocess-{prep}", f"features-fold{fold}-{feat}")
+            for fold in range(1, folds + 1)
+        )
+    return planned
+
+
 def _submit(
     client: Client,
     search: str,
     corpus: Future,
     folds: list[Future],
-    trials: list[Trial],
-    config: TuneConfig,
-    share: bool,
+    planned: list[PlannedScore],
+    metric: work.Metric,
 ) -> dict[Any, tuple[Future, int, int]]:
     """Submit every stage and score; by key, each score's future, trial and fold.
 
-    Stage futures live in local dicts only while submitting: trials with equal keys get the
-    same future; afterwards the scores alone hold them (see the module docstring).
+    Stage futures live in a local dict only while submitting: scores naming the same stage
+    get the same future; afterwards the scores alone hold them (see the module docstring).
     """
-    preprocessed: dict[str, Future] = {}
-    features: dict[tuple[int, str], Future] = {}
+    stages: dict[str, Future] = {}
     pending: dict[Any, tuple[Future, int, int]] = {}
-    for trial in trials:
-        trial_config = _config(trial)
-        own = "" if share else f"trial{trial.number}"
-        prep_key = own + work.preprocessing_key(trial_config)
-        if prep_key not in preprocessed:
-            preprocessed[prep_key] = client.submit(
+    for score in planned:
+        config = _config(score.trial)
+        if score.preprocess not in stages:
+            stages[score.preprocess] = client.submit(
                 work.preprocess,
                 corpus,
-                trial_config,
-                key=f"preprocess-{search}-{_digest(prep_key)}",
+                config,
+                key=f"{score.preprocess}-{search}",
                 retries=TASK_RETRIES,
             )
-        for fold_number, fold in enumerate(folds, start=1):
-            feat_key = (fold_number, own + work.features_key(trial_config))
-            if feat_key not in features:
-                features[feat_key] = client.submit(
-                    work.featurize,
-                    preprocessed[prep_key],
-                    fold,
-                    trial_config,
-                    key=f"features-{search}-fold{fold_number}-{_digest(feat_key[1])}",
-                    retries=TASK_RETRIES,
-                )
-            score = client.submit(
-                work.score_fold,
-                features[feat_key],
-                trial_config,
-                trial.number,
-                fold_number,
-                config.metric,
-                key=f"score-{search}-trial{trial.number}-fold{fold_number}",
+        if score.features not in stages:
+            stages[score.features] = client.submit(
+                work.featurize,
+                stages[score.preprocess],
+                folds[score.fold - 1],
+                config,
+                key=f"{score.features}-{search}",
                 retries=TASK_RETRIES,
             )
-            pending[score.key] = (score, trial.number, fold_number)
+        future = client.submit(
+            work.score_fold,
+            stages[score.features],
+            config,
+            score.trial.number,
+            score.fold,
+            metric,
+            key=f"score-trial{score.trial.number}-fold{score.fold}-{search}",
+            retries=TASK_RETRIES,
+        )
+        pending[future.key] = (future, score.trial.number, score.fold)
     return pending
 
 
@@ -258,6 +294,40 @@ def _trial_result(trial: Trial, config: TuneConfig, scores: list[work.FoldScore]
     return TrialResult(
         trial, config.metric, [s.score for s in scores if s.score is not None], seconds, workers
     )
+
+
+def _task_error(outcome: Any) -> str:
+    """What a failed task's outcome says: as_completed gives (type, exception, traceback)."""
+    error = outcome[1] if isinstance(outcome, tuple) and len(outcome) == 3 else outcome
+    return f"{type(error).__name__}: {error}"
+
+
+@contextmanager
+def stop_on_interrupt() -> Iterator[threading.Event]:
+    """An event that Ctrl-C (SIGINT) sets while the block runs, for `run_search(stop=...)`.
+
+    Python raises KeyboardInterrupt wherever the main thread happens to be, and when that is
+    inside a `__del__` or a weakref callback (Dask futures, SQLAlchemy and MLflow objects are
+    released all the time here) the exception is printed and dropped: about one Ctrl-C in
+    three was lost that way in a search. A flag the search checks cannot be lost. A second
+    Ctrl-C raises KeyboardInterrupt at once, as usual. Outside the main thread (where no
+    signal arrives) the event is never set.
+    """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _digest(key: str) -> str:
