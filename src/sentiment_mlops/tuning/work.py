@@ -1,21 +1,25 @@
 """What the workers compute: the pipeline cut into stages, and which trials share a stage.
 
-A trial's pipeline is three stages: text preprocessing, the vectorizer (tokenising, n-grams,
-document frequencies, TF-IDF weights), and the classifier. Most of a trial's time is in the
+A trial's pipeline is three stages, the parts `model.build_pipeline` composes:
+`build_preprocessor` (normalising, negation marking), `build_vectorizer` (tokenising, word and
+character n-grams, document frequencies, TF-IDF weights) and `build_classifier` (logistic
+regression, NB scaling, calibration). Most of a trial's time is in the
 first two, and most trials of a search differ only in the last: every trial whose
 preprocessing and vectorizer settings are equal would compute the same matrices. So each
 stage is a task of its own, keyed by the config sections it reads (`stage_key`), and trials
 with equal keys depend on the same task:
 
-- preprocessing: one task per preprocessing key, over all the training texts. It maps each
-  text on its own and learns nothing from the data, so transforming the validation texts of
-  every fold together with their training texts leaks nothing.
+- preprocessing: one task per preprocessing key, over all the training texts. The
+  preprocessor is stateless (`text.TextPreprocessor` learns nothing in `fit`) and maps each
+  text on its own, so transforming the validation texts of every fold together with their
+  training texts leaks nothing.
 - features: one task per (fold, preprocessing key, vectorizer key). The vectorizer is fitted
   on the fold's training part only and then transforms its validation part, exactly as a
   pipeline inside cross-validation would: the validation texts never reach its vocabulary or
   document frequencies.
 - classifier: one task per (trial, fold), fitted on the fold's training matrix, scored on its
-  validation matrix.
+  validation matrix. NB scaling and calibration learn from the labels, so they belong here,
+  inside the fold's training part, never in a shared stage.
 
 Which config sections belong to which stage is listed here once; a section not yet in
 `TrainConfig` is skipped, one that is added falls to the classifier stage unless listed.
@@ -31,11 +35,10 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from scipy import sparse
-from sklearn.base import BaseEstimator, clone
 from sklearn.metrics import accuracy_score, f1_score
 from threadpoolctl import threadpool_limits
 
@@ -116,18 +119,9 @@ def features_key(config: TrainConfig) -> str:
     return stage_key(config, PREPROCESS_SECTIONS + FEATURE_SECTIONS)
 
 
-def _stages(config: TrainConfig) -> tuple[Any, BaseEstimator, BaseEstimator]:
-    """The preprocessor (None: texts as they are), the vectorizer and the classifier of the
-    pipeline `model.build_pipeline` makes for `config`: its last step is the classifier, the
-    steps before it make the features. Taken from that pipeline, so cross-validation judges
-    exactly what `sentiment train` with the trial's config would fit."""
-    pipeline = model.build_pipeline(config)
-    return None, pipeline[:-1], pipeline[-1]
-
-
 def preprocess(corpus: Corpus, config: TrainConfig) -> Corpus | Failure:
     """The corpus with every text preprocessed as the trial's config says (shared stage)."""
-    preprocessor, _, _ = _stages(config)
+    preprocessor = model.build_preprocessor(config)
     if preprocessor is None:
         return corpus
     try:
@@ -141,7 +135,7 @@ def featurize(corpus: Corpus | Failure, fold: Fold, config: TrainConfig) -> Feat
     """Fit the vectorizer on the fold's training texts, transform both parts (shared stage)."""
     if isinstance(corpus, Failure):
         return corpus
-    _, vectorizer, _ = _stages(config)
+    vectorizer = model.build_vectorizer(config)
     try:
         with threadpool_limits(limits=1):
             train = vectorizer.fit_transform(list(corpus.texts[fold.train]))
@@ -168,11 +162,11 @@ def score_fold(
     worker = _worker_address()
     if isinstance(features, Failure):
         return FoldScore(trial, fold, None, 0.0, worker, features.error)
-    _, _, classifier = _stages(config)
+    classifier = model.build_classifier(config)
     started = time.perf_counter()
     try:
         with threadpool_limits(limits=1):
-            fitted = clone(classifier).fit(features.train, features.train_labels)
+            fitted = classifier.fit(features.train, features.train_labels)
             predicted = fitted.predict(features.validation)
     except Exception as exc:
         failure = Failure.of("classifier", exc)
