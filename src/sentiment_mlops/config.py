@@ -233,7 +233,6 @@ class CharVectorizerConfig(BaseModel):
     sublinear_tf: bool = True
 
 
-
 class NBScalingConfig(BaseModel):
     """NB log-count-ratio feature scaling (nb_scaling.py, the NBSVM recipe) when `enabled`."""
 

@@ -5,10 +5,14 @@ The graph (`work.py` says what each stage computes and why sharing it is safe):
     corpus (scattered once) ─► preprocess[key] ─► features[fold, key] ─► score[trial, fold]
     folds  (scattered once) ──────────────────────┘
 
-The corpus and the folds' row numbers go to every worker once (`broadcast`): data scattered
-from the client has no recipe Dask could recompute it from, so it must survive the loss of
-any one worker. Everything downstream is a task Dask can recompute when the worker holding
-its result dies. Only the corpus, the folds and the unfinished scores are referenced here, so
+The corpus and the folds' row numbers go to every worker once (`broadcast`). Everything
+downstream is a task Dask can recompute when the worker holding its result dies. Scattered
+data has no recipe, though, and Dask's active memory manager drops the extra copies once no
+task waits for them: if the worker holding the last copy dies while a task still needs it,
+the scheduler forgets the tasks that depend on it and their futures come back cancelled. The
+search then scatters the data again and resubmits those scores (`MAX_RESUBMITS` times).
+
+Only the corpus, the folds and the unfinished scores are referenced here, so
 a stage's result is freed as soon as the last score that needs it is done; scores are
 submitted grouped by their features, so few feature matrices are alive at once.
 
@@ -46,6 +50,9 @@ if TYPE_CHECKING:
 
 # Re-runs of a task that raised an unexpected error (not a parameter error: those are values).
 TASK_RETRIES = 2
+# Times a score whose input data was lost with a worker is submitted again, with the data
+# scattered again (see the module docstring).
+MAX_RESUBMITS = 3
 
 
 class TuneError(RuntimeError):
@@ -167,15 +174,15 @@ def run_search(
         return [results[n] for n in sorted(results)]
 
     search = uuid.uuid4().hex[:8]
-    corpus = client.scatter(work.Corpus.of(data.texts, data.labels), broadcast=True)
-    fold_data = client.scatter(folds, broadcast=True)
     planned = plan(runnable, len(folds), share=share)
-    pending = _submit(client, search, corpus, fold_data, planned, config.metric)
+    corpus = work.Corpus.of(data.texts, data.labels)
+    pending = _submit(client, search, _scatter(client, corpus, folds), planned, config.metric)
     scores: dict[int, list[work.FoldScore]] = defaultdict(list)
     by_number = {t.number: t for t in runnable}
     finished = as_completed(
         [future for future, _, _ in pending.values()], with_results=True, raise_errors=False
     )
+    resubmitted: dict[tuple[int, int], int] = defaultdict(int)
     try:
         while not finished.is_empty():
             if stop is not None and stop.is_set():
@@ -184,9 +191,14 @@ def run_search(
             if not batch:
                 # Polled rather than blocking in Dask, so that `stop` is seen within 50 ms.
                 (stop or threading.Event()).wait(0.05)
+            lost: set[tuple[int, int]] = set()
             for future, outcome in batch:
                 _, trial_number, fold = pending.pop(future.key)
-                if future.status != "finished":  # the task itself failed or was cancelled
+                if future.status == "cancelled" and resubmitted[trial_number, fold] < MAX_RESUBMITS:
+                    resubmitted[trial_number, fold] += 1
+                    lost.add((trial_number, fold))
+                    continue
+                if future.status != "finished":  # the task itself failed
                     outcome = work.FoldScore(
                         trial_number, fold, None, 0.0, "", _task_error(outcome)
                     )
@@ -197,6 +209,17 @@ def run_search(
                     )
                     results[trial_number] = result
                     report(result)
+            if lost:
+                again = [p for p in planned if (p.trial.number, p.fold) in lost]
+                more = _submit(
+                    client,
+                    f"{search}-{uuid.uuid4().hex[:8]}",
+                    _scatter(client, corpus, folds),
+                    again,
+                    config.metric,
+                )
+                pending.update(more)
+                finished.update(future for future, _, _ in more.values())
     except BaseException:
         client.cancel([future for future, _, _ in pending.values()])
         raise
@@ -236,11 +259,20 @@ def plan(trials: list[Trial], folds: int, *, share: bool = True) -> list[Planned
     return planned
 
 
+def _scatter(
+    client: Client, corpus: work.Corpus, folds: list[work.Fold]
+) -> tuple[Future, list[Future]]:
+    """The corpus and the folds on every worker, under keys of this call's own."""
+    return (
+        client.scatter(corpus, broadcast=True, hash=False),
+        client.scatter(folds, broadcast=True, hash=False),
+    )
+
+
 def _submit(
     client: Client,
     search: str,
-    corpus: Future,
-    folds: list[Future],
+    data: tuple[Future, list[Future]],
     planned: list[PlannedScore],
     metric: work.Metric,
 ) -> dict[Any, tuple[Future, int, int]]:
@@ -249,6 +281,7 @@ def _submit(
     Stage futures live in a local dict only while submitting: scores naming the same stage
     get the same future; afterwards the scores alone hold them (see the module docstring).
     """
+    corpus, folds = data
     stages: dict[str, Future] = {}
     pending: dict[Any, tuple[Future, int, int]] = {}
     for score in planned:
