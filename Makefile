@@ -55,11 +55,12 @@ lint: install
 test: lint $(CHECKOV_STAMP)
 	SENTIMENT_TEST_CHECKOV=$(CHECKOV_VENV)/bin/checkov $(BIN)/pytest
 
-## bench: model accuracy on public datasets, compiled vs sklearn scoring cost, A/B tests under peeking
+## bench: model accuracy on public datasets, compiled vs sklearn scoring cost, A/B tests under peeking, tuning on 1 and 2 Dask workers
 bench: install
 	$(BIN)/python benchmarks/accuracy.py
 	$(BIN)/python benchmarks/scorer.py
 	$(BIN)/python benchmarks/ab_peeking.py
+	$(BIN)/python benchmarks/tune.py
 
 ## bench-serving: requests/s and p50/p99 latency of the HTTP API under wrk, and what a hot swap costs it (installs wrk if missing)
 bench-serving: install

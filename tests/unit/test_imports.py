@@ -51,8 +51,8 @@ def loaded_after(modules: list[str], watched: set[str]) -> dict[str, list[str]]:
 
 
 def test_training_modules_do_not_import_mlflow() -> None:
-    """Fitting, evaluating and the model tests need neither MLflow (only the registry uses
-    it) nor matplotlib (imported when plots are drawn)."""
+    """Fitting, evaluating, tuning and the model tests need neither MLflow (only the registry
+    uses it) nor matplotlib (imported when plots are drawn)."""
     modules = [
         "sentiment_mlops.data",
         "sentiment_mlops.model",
@@ -61,6 +61,12 @@ def test_training_modules_do_not_import_mlflow() -> None:
         "sentiment_mlops.nb_scaling",
         "sentiment_mlops.evaluate",
         "sentiment_mlops.train",
+        "sentiment_mlops.tuning.space",
+        "sentiment_mlops.tuning.work",
+        "sentiment_mlops.tuning.search",
+        "sentiment_mlops.tuning.cluster",
+        "sentiment_mlops.tuning.progress",
+        "sentiment_mlops.tuning.compare",
     ]
     loaded = loaded_after(modules, {"mlflow", "matplotlib", "sklearn", "nltk"})
     assert loaded["sentiment_mlops.train"] == ["sklearn"]  # the probe does see imports

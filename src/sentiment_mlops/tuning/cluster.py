@@ -33,14 +33,17 @@ class Cluster:
     client: Client
     scheduler: str
     workers: int
-    dashboard: str | None  # None: no dashboard to show (bokeh is missing)
+    dashboard: str | None  # None: no dashboard to show (none, or bokeh missing there)
     local: bool
 
     def describe(self) -> str:
         kind = "local cluster" if self.local else "cluster"
         where = f"{kind}: {self.workers} workers, scheduler {self.scheduler}"
         if self.dashboard is None:
-            return f"{where}; Dask dashboard unavailable (pip install 'bokeh>=3.1' for it)"
+            return (
+                f"{where}; Dask dashboard unavailable (it needs bokeh where the scheduler "
+                "runs: pip install 'bokeh>=3.1')"
+            )
         return f"{where}; Dask dashboard {self.dashboard}"
 
 
@@ -89,10 +92,9 @@ def _described(client: Client, scheduler: str, *, local: bool) -> Cluster:
             f"the Dask scheduler at {scheduler} has no worker after {WORKER_WAIT_SECONDS} s; "
             f"start some with `dask worker {scheduler}`"
         ) from exc
-    info = client.scheduler_info()
-    # The dashboard needs bokeh where the scheduler runs; only a local one can be checked.
-    has_page = "dashboard" in info.get("services", {}) and (
-        not local or importlib.util.find_spec("bokeh") is not None
+    # The dashboard page needs bokeh where the scheduler runs (the project's image has none).
+    has_page = "dashboard" in client.scheduler_info().get("services", {}) and bool(
+        client.run_on_scheduler(lambda: importlib.util.find_spec("bokeh") is not None)
     )
     return Cluster(
         client=client,

@@ -33,10 +33,10 @@ class PairedComparison:
         """The new model is more accurate and the difference is significant at `alpha`."""
         return self.wins > self.losses and self.p_value < self.alpha
 
-    def describe(self) -> str:
+    def describe(self, old: str = "the champion") -> str:
         return (
             f"accuracy {self.new_accuracy:.4f} vs {self.old_accuracy:.4f} on {self.examples} "
-            f"test examples; only the new model right on {self.wins}, only the champion on "
+            f"test examples; only the new model right on {self.wins}, only {old} on "
             f"{self.losses}; McNemar exact p = {self.p_value:.3g}"
         )
 

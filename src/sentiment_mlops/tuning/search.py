@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from sklearn.model_selection import StratifiedKFold
 
+from sentiment_mlops.config import TrainConfig
 from sentiment_mlops.data import DataError, LabelledTexts
 from sentiment_mlops.tuning import work
 from sentiment_mlops.tuning.space import Trial, TuneConfig
@@ -163,6 +164,7 @@ def run_search(
     from distributed import as_completed
 
     report = on_result or (lambda result: None)
+    stop = stop or threading.Event()
     folds = make_folds(data, config.folds, config.seed)
     results: dict[int, TrialResult] = {}
     for trial in trials:
@@ -185,12 +187,11 @@ def run_search(
     resubmitted: dict[tuple[int, int], int] = defaultdict(int)
     try:
         while not finished.is_empty():
-            if stop is not None and stop.is_set():
+            if stop.is_set():
                 raise KeyboardInterrupt
             batch = finished.next_batch(block=False)
             if not batch:
-                # Polled rather than blocking in Dask, so that `stop` is seen within 50 ms.
-                (stop or threading.Event()).wait(0.05)
+                stop.wait(0.05)  # polled, not blocking in Dask, so that `stop` is seen at once
             lost: set[tuple[int, int]] = set()
             for future, outcome in batch:
                 _, trial_number, fold = pending.pop(future.key)
@@ -226,7 +227,8 @@ def run_search(
     return [results[n] for n in sorted(results)]
 
 
-def _config(trial: Trial) -> Any:
+def _config(trial: Trial) -> TrainConfig:
+    """A runnable trial's config (the planner only sees those)."""
     assert trial.config is not None
     return trial.config
 
