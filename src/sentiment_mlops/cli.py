@@ -200,14 +200,19 @@ def tune(
     data and register it as `challenger`."""
     from sentiment_mlops.train import DataSpec, load_split
     from sentiment_mlops.tuning.search import TuneError
-    from sentiment_mlops.tuning.space import check_space, expand, load_tune_config
+    from sentiment_mlops.tuning.space import (
+        DEFAULT_TUNE_CONFIG,
+        check_space,
+        expand,
+        load_tune_config,
+    )
 
     with _user_errors(), _user_errors(TuneError):
         base = load_train_config(train_config)
         search_config = load_tune_config(config)
         if budget is not None:
             search_config = search_config.model_copy(update={"budget": budget})
-        check_space(search_config, base, str(config or "configs/tune.yaml"))
+        check_space(search_config, base, str(config or DEFAULT_TUNE_CONFIG))
         spec = DataSpec(data, test_data, text_column, label_column, encoding)
         with err.status(f"Loading {spec.describe()}"):
             split = load_split(spec, base)

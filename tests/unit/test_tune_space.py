@@ -60,6 +60,14 @@ def test_a_bad_space_is_refused_naming_the_key(config: TuneConfig, message: str)
         check_space(config, TrainConfig(), "tune.yaml")
 
 
+def test_without_a_search_config_there_is_nothing_to_search(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"configs/tune\.yaml: not found; pass .* --config"):
+        load_tune_config()
+
+
 def test_an_empty_value_list_is_refused_when_read(tmp_path: Path) -> None:
     path = tmp_path / "tune.yaml"
     path.write_text("space:\n  classifier.C: []\n", encoding="utf-8")

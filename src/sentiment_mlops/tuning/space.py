@@ -63,11 +63,12 @@ class Trial:
 
 
 def load_tune_config(path: Path | None = None) -> TuneConfig:
-    """`configs/tune.yaml` (or `path`); no file at the default place means the defaults,
-    whose space is empty: a search needs one, so the caller reports that."""
+    """`path`, else `configs/tune.yaml`: a search needs a space, which has no default."""
     if path is None:
         if not DEFAULT_TUNE_CONFIG.is_file():
-            return TuneConfig()
+            raise ConfigError(
+                f"{DEFAULT_TUNE_CONFIG}: not found; pass the search config with --config"
+            )
         path = DEFAULT_TUNE_CONFIG
     return read_config(path, TuneConfig)
 
