@@ -199,7 +199,7 @@ def tune(
     """Search hyperparameters with cross-validation on Dask; refit the best on all training
     data and register it as `challenger`."""
     from sentiment_mlops.train import DataSpec, load_split
-    from sentiment_mlops.tuning.search import TuneError
+    from sentiment_mlops.tuning.search import TuneError, check_folds
     from sentiment_mlops.tuning.space import (
         DEFAULT_TUNE_CONFIG,
         check_space,
@@ -220,6 +220,7 @@ def tune(
             f"Data: {len(split.train)} training rows ({search_config.folds}-fold CV), "
             f"{len(split.test)} test rows, classes {', '.join(split.train.classes)}"
         )
+        check_folds(split.train, search_config.folds)
         trials = expand(search_config, base)
         result, version = _tune_and_register(
             spec, split, search_config, trials, scheduler, workers, promote_if_better

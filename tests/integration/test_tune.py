@@ -274,6 +274,14 @@ def test_bad_input_fails_before_any_run(var_dir: Path, tmp_path: Path, small: Pa
     )
     assert code == 1
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in output
+    code, output = tune(
+        "--data",
+        str(small),
+        "--config",
+        str(write_yaml(tmp_path / "folds.yaml", {**TINY, "folds": 400})),
+    )
+    assert code == 1
+    assert "400-fold cross-validation needs at least 400 rows of each class" in output
     assert not (var_dir / "mlflow.db").exists()
 
 

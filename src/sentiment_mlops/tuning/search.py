@@ -114,8 +114,9 @@ class TrialResult:
         return tags
 
 
-def make_folds(data: LabelledTexts, folds: int, seed: int) -> list[work.Fold]:
-    """Stratified folds of the training rows; DataError if a class has too few rows."""
+def check_folds(data: LabelledTexts, folds: int) -> None:
+    """DataError unless every class has a row for each of `folds` folds (checked by the CLI
+    before the store is opened, and by `make_folds`)."""
     counts: dict[str, int] = defaultdict(int)
     for label in data.labels:
         counts[label] += 1
@@ -125,6 +126,11 @@ def make_folds(data: LabelledTexts, folds: int, seed: int) -> list[work.Fold]:
             f"{data.source}: {folds}-fold cross-validation needs at least {folds} rows of "
             f"each class; too few of: {', '.join(rare)} (lower folds in the tune config)"
         )
+
+
+def make_folds(data: LabelledTexts, folds: int, seed: int) -> list[work.Fold]:
+    """Stratified folds of the training rows; DataError if a class has too few rows."""
+    check_folds(data, folds)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return [
         work.Fold(number, train, validation)
