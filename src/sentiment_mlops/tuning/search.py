@@ -34,6 +34,7 @@ import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -184,7 +185,10 @@ def run_search(
     search = uuid.uuid4().hex[:8]
     planned = plan(runnable, len(folds), share=share)
     corpus = work.Corpus.of(data.texts, data.labels)
-    pending = _submit(client, search, _scatter(client, corpus, folds), planned, config.metric)
+    # Held for the whole search: scattered data that no client holds is dropped once no task
+    # waits for it, and then nothing lost with a worker could be recomputed from it.
+    scattered = [_scatter(client, corpus, folds)]
+    pending = _submit(client, search, scattered[0], planned, config.metric)
     scores: dict[int, list[work.FoldScore]] = defaultdict(list)
     by_number = {t.number: t for t in runnable}
     finished = as_completed(
@@ -201,11 +205,15 @@ def run_search(
             lost: set[tuple[int, int]] = set()
             for future, outcome in batch:
                 _, trial_number, fold = pending.pop(future.key)
-                if future.status == "cancelled" and resubmitted[trial_number, fold] < MAX_RESUBMITS:
+                # Judged by the outcome, not `future.status`: a result already received can
+                # be "lost" by then, with the worker that held it.
+                if isinstance(outcome, CancelledError) and (
+                    resubmitted[trial_number, fold] < MAX_RESUBMITS
+                ):
                     resubmitted[trial_number, fold] += 1
                     lost.add((trial_number, fold))
                     continue
-                if future.status != "finished":  # the task itself failed
+                if not isinstance(outcome, work.FoldScore):  # the task itself failed
                     outcome = work.FoldScore(
                         trial_number, fold, None, 0.0, "", _task_error(outcome)
                     )
@@ -218,12 +226,9 @@ def run_search(
                     report(result)
             if lost:
                 again = [p for p in planned if (p.trial.number, p.fold) in lost]
+                scattered.append(_scatter(client, corpus, folds))
                 more = _submit(
-                    client,
-                    f"{search}-{uuid.uuid4().hex[:8]}",
-                    _scatter(client, corpus, folds),
-                    again,
-                    config.metric,
+                    client, f"{search}-{uuid.uuid4().hex[:8]}", scattered[-1], again, config.metric
                 )
                 pending.update(more)
                 finished.update(future for future, _, _ in more.values())
@@ -338,7 +343,8 @@ def _trial_result(trial: Trial, config: TuneConfig, scores: list[work.FoldScore]
 
 
 def _task_error(outcome: Any) -> str:
-    """What a failed task's outcome says: as_completed gives (type, exception, traceback)."""
+    """What a failed task's outcome says: as_completed gives (type, exception, traceback),
+    or the CancelledError of a task cancelled too often."""
     error = outcome[1] if isinstance(outcome, tuple) and len(outcome) == 3 else outcome
     return f"{type(error).__name__}: {error}"
 
