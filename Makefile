@@ -14,12 +14,17 @@ UI_STAMP := $(UI_VENV)/.installed-mlflow-$(MLFLOW_VERSION)
 CHECKOV_VENV    ?= .venv-checkov
 CHECKOV_VERSION := 3.3.30
 CHECKOV_STAMP   := $(CHECKOV_VENV)/.installed-checkov-$(CHECKOV_VERSION)
+# Feast (the `features` extra) pins pandas<3 and prometheus-client<0.25, older than the core
+# install: the feature-store tests run in a venv of their own, made by `make test`, with the
+# project installed editable so both venvs test the same code.
+FEATURES_VENV  ?= .venv-features
+FEATURES_STAMP := $(FEATURES_VENV)/.installed-features
 LOCK_VENV ?= .venv-lock
 ENGINE    ?= docker
 IMAGE     ?= localhost/sentiment-mlops:local
 
 
-.PHONY: install run train test lint bench bench-serving ui test-ui image lock test-container clean
+.PHONY: install run train test test-features lint bench bench-serving ui test-ui image lock test-container clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +46,12 @@ $(CHECKOV_STAMP):
 	$(CHECKOV_VENV)/bin/pip install --quiet 'checkov==$(CHECKOV_VERSION)'
 	touch $(CHECKOV_STAMP)
 
+$(FEATURES_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(FEATURES_VENV)
+	$(FEATURES_VENV)/bin/pip install --quiet --upgrade pip
+	$(FEATURES_VENV)/bin/pip install --quiet -e '.[dev,features]'
+	touch $(FEATURES_STAMP)
+
 ## run: train on the built-in dataset unless a champion exists, then serve on port 8000
 run: install
 	$(BIN)/sentiment serve --train-if-missing --port 8000
@@ -52,8 +63,13 @@ lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
-test: lint $(CHECKOV_STAMP)
+test: lint $(CHECKOV_STAMP) $(FEATURES_STAMP)
 	SENTIMENT_TEST_CHECKOV=$(CHECKOV_VENV)/bin/checkov $(BIN)/pytest
+	$(FEATURES_VENV)/bin/pytest tests/features
+
+## test-features: only the feature-store tests, in .venv-features (Feast, pandas 2)
+test-features: $(FEATURES_STAMP)
+	$(FEATURES_VENV)/bin/pytest tests/features
 
 ## bench: model accuracy on public datasets, compiled vs sklearn scoring cost, A/B tests under peeking, tuning on 1 and 2 Dask workers
 bench: install

@@ -63,6 +63,17 @@ class Settings(BaseSettings):
     prediction_log_flush_seconds: float = Field(default=10.0, ge=0)
     data_cache_dir: Path | None = None
 
+    # Feature store (features/, the `features` extra): the Feast repository's folder (its
+    # generated feature_store.yaml, registry, Parquet files and SQLite online store; default
+    # `<var>/features`), its project name (Feast keeps projects apart in a shared Redis), the
+    # online store, and how long serving waits for an online lookup before it answers with
+    # the training-time defaults.
+    features_dir: Path | None = None
+    features_project: str = Field(default="sentiment", pattern=r"^[A-Za-z0-9_]+$")
+    features_online_store: Literal["sqlite", "redis"] = "sqlite"
+    features_redis: str = "127.0.0.1:6379"
+    features_lookup_timeout_seconds: float = Field(default=0.05, gt=0)
+
     # Serving
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -166,6 +177,10 @@ class Settings(BaseSettings):
     def artifact_location(self) -> Path:
         """Where runs store artifacts when the store is a database (not a tracking server)."""
         return (self.artifact_root or self.var_dir / "mlartifacts").resolve()
+
+    def feature_repo_dir(self) -> Path:
+        """The Feast repository: feature_store.yaml, registry, offline and online data."""
+        return (self.features_dir or self.var_dir / "features").resolve()
 
     def cache_dir(self) -> Path:
         """Where downloaded datasets are kept."""

@@ -1,0 +1,113 @@
+"""Events the entity features are computed from: labelled texts with time, author, account.
+
+pandas only (no Feast), so the time-ordered split works in the core install. The code runs
+on pandas 2 (what Feast pins) and 3 (the core install): columns are converted explicitly
+rather than relying on either version's default string or datetime types.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sentiment_mlops.data import DataError, read_table
+
+# Column names in the entity rows Feast joins on (the entities' join keys) and in events.
+EVENT_ID = "event_id"
+TIMESTAMP = "event_timestamp"
+USER = "user_id"
+ACCOUNT = "account"
+LABEL = "label"
+TEXT = "text"
+
+
+def load_events(
+    path: Path,
+    *,
+    id_column: str = "tweet_id",
+    time_column: str = "created_at",
+    user_column: str = "user",
+    account_column: str = "airline",
+    text_column: str = "text",
+    label_column: str = "label",
+) -> pd.DataFrame:
+    """A context file (e.g. `with-context.csv`) as events sorted by time, one per id.
+
+    A repeated id is the same event written twice (the airline file repeats 155 tweets, a
+    few with different crowd labels): counting it twice would inflate its author's history
+    and put one text in both halves of a split, so the first row of each id is kept.
+    """
+    frame = read_table(path)
+    columns = {
+        id_column: EVENT_ID,
+        time_column: TIMESTAMP,
+        user_column: USER,
+        account_column: ACCOUNT,
+        text_column: TEXT,
+        label_column: LABEL,
+    }
+    missing = [name for name in columns if name not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{path}: entity features need the columns {', '.join(columns)}; "
+            f"missing {', '.join(missing)}"
+        )
+    events = frame[list(columns)].rename(columns=columns)
+    return prepare_events(events, str(path))
+
+
+def prepare_events(events: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Validate and normalise an events frame with the columns above: ids and keys as
+    Python strings, times as UTC, sorted by time (stable), duplicate ids dropped."""
+    out = pd.DataFrame(
+        {
+            EVENT_ID: _strings(events[EVENT_ID], source, EVENT_ID),
+            TIMESTAMP: _times(events[TIMESTAMP], source),
+            USER: _strings(events[USER], source, USER),
+            ACCOUNT: _strings(events[ACCOUNT], source, ACCOUNT),
+            TEXT: _strings(events[TEXT], source, TEXT),
+            LABEL: _strings(events[LABEL], source, LABEL),
+        }
+    )
+    out = out[~out[EVENT_ID].duplicated(keep="first")]
+    return out.sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
+
+
+def _strings(column: pd.Series, source: str, name: str) -> pd.Series:
+    values = [
+        "" if value is None or value is pd.NA or value != value else str(value).strip()
+        for value in column.to_numpy(dtype=object)
+    ]
+    empty = np.flatnonzero([not value for value in values])
+    if len(empty):
+        raise DataError(f"{source}: column '{name}': empty at rows {empty[:5].tolist()}")
+    return pd.Series(values, index=column.index, dtype=object)
+
+
+def _times(column: pd.Series, source: str) -> pd.Series:
+    parsed = pd.to_datetime(column, utc=True, errors="coerce")
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        rows = np.flatnonzero(bad)[:5].tolist()
+        raise DataError(f"{source}: column '{TIMESTAMP}': not a timestamp at rows {rows}")
+    return parsed.astype("datetime64[ns, UTC]")
+
+
+def time_split(events: pd.DataFrame, test_size: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The earliest events for training, the latest `test_size` share for testing.
+
+    Events sharing the cut's timestamp all go to the test side, so no test event has a
+    training event at or after its own time.
+    """
+    if not 0 < test_size < 1:
+        raise DataError(f"test_size must be between 0 and 1, not {test_size}")
+    ordered = events.sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
+    cut_index = round(len(ordered) * (1 - test_size))
+    if cut_index <= 0 or cut_index >= len(ordered):
+        raise DataError(f"{len(ordered)} events are too few for a time split at {test_size}")
+    cut = ordered[TIMESTAMP].iloc[cut_index]
+    train = ordered[ordered[TIMESTAMP] < cut].reset_index(drop=True)
+    test = ordered[ordered[TIMESTAMP] >= cut].reset_index(drop=True)
+    return train, test
