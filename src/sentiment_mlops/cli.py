@@ -24,13 +24,14 @@ from sentiment_mlops.config import (
     CHAMPION,
     DEFAULT_MDE,
     ConfigError,
+    FeaturesConfig,
     Settings,
+    TrainConfig,
     load_train_config,
 )
 from sentiment_mlops.runtime import configure_process, skip_collection_at_exit
 
 if TYPE_CHECKING:
-    from sentiment_mlops.config import TrainConfig
     from sentiment_mlops.data import Split
     from sentiment_mlops.registry import Registry, SearchRun, VersionInfo
     from sentiment_mlops.train import DataSpec, TrainResult
@@ -105,7 +106,12 @@ def _train_and_register(
     from sentiment_mlops.train import fit, load_split
 
     with err.status(f"Loading {spec.describe()}"):
-        split = load_split(spec, config)
+        if config.needs_context:
+            from sentiment_mlops.features.training import load_context_split
+
+            split = load_context_split(spec.path, config, Settings())
+        else:
+            split = load_split(spec, config)
     err.print(
         f"Data: {len(split.train)} training rows, {len(split.test)} test rows, "
         f"classes {', '.join(split.train.classes)}"
@@ -119,6 +125,18 @@ def _train_and_register(
     with err.status("Logging and registering the model"):
         version = (registry or _registry()).register_training(result, alias)
     return result, version
+
+
+def with_feature_options(
+    config: TrainConfig, features: bool | None, split: Literal["random", "time"] | None
+) -> TrainConfig:
+    """The config with `--features` and `--split` applied where given."""
+    section = config.features.model_dump()
+    if features is not None:
+        section["enabled"] = features
+    if split is not None:
+        section["split"] = split
+    return config.model_copy(update={"features": FeaturesConfig.model_validate(section)})
 
 
 @app.command()
@@ -141,6 +159,20 @@ def train(
     if_no_champion: Annotated[
         bool, typer.Option("--if-no-champion", help="Do nothing if a champion is registered")
     ] = False,
+    features: Annotated[
+        bool | None,
+        typer.Option(
+            "--features/--no-features",
+            help="Add the author's and account's entity features from the feature store "
+            "(needs the `features` extra and --data with context columns); default: config",
+        ),
+    ] = None,
+    split: Annotated[
+        Literal["random", "time"] | None,
+        typer.Option(
+            help="random (stratified) or time (test on the latest events); default: config"
+        ),
+    ] = None,
 ) -> None:
     """Train on a dataset, evaluate, and register the model as a new version."""
     from sentiment_mlops.evaluate import print_report
@@ -151,7 +183,7 @@ def train(
         if registry is not None and (current := registry.resolve(CHAMPION)) is not None:
             out.print(f"Champion is version {current}; not training (drop --if-no-champion).")
             return
-        train_config = load_train_config(config)
+        train_config = with_feature_options(load_train_config(config), features, split)
         spec = DataSpec(data, test_data, text_column, label_column, encoding)
         result, version = _train_and_register(spec, train_config, registry, alias)
     print_report(result.report, out)

@@ -267,6 +267,18 @@ class CalibrationConfig(BaseModel):
     cv: int = Field(default=5, ge=2)
 
 
+class FeaturesConfig(BaseModel):
+    """Entity features from the feature store (features/, the `features` extra) and the
+    split. Both need a data file with context columns (time, author, account: the airline
+    tweets' with-context.csv). `split: time` tests on the latest `test_size` share of the
+    events and trains on the earlier ones, so evaluation never trains on the future."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    split: Literal["random", "time"] = "random"
+
+
 class TrainConfig(BaseModel):
     """Everything that decides a trained model besides the data: split, seed, pipeline."""
 
@@ -282,6 +294,12 @@ class TrainConfig(BaseModel):
     nb_scaling: NBScalingConfig = Field(default_factory=NBScalingConfig)
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+
+    @property
+    def needs_context(self) -> bool:
+        """Whether the data must carry time, author and account (features/training.py)."""
+        return self.features.enabled or self.features.split == "time"
 
     def flat_params(self) -> dict[str, Any]:
         """Dotted `section.key` parameters, as MLflow logs them."""

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
@@ -38,6 +39,9 @@ class LabelledTexts:
     labels: list[str]
     source: str
     warnings: list[str] = field(default_factory=list)
+    # Entity features (features/training.py): one row of `entity_names` values per text.
+    entities: np.ndarray | None = None
+    entity_names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -54,7 +58,21 @@ class LabelledTexts:
             digest.update(b"\x1f")
             digest.update(label.encode("utf-8"))
             digest.update(b"\x1e")
+        if self.entities is not None:
+            digest.update("\x1f".join(self.entity_names).encode("utf-8"))
+            digest.update(np.ascontiguousarray(self.entities, dtype="<f8").tobytes())
         return digest.hexdigest()
+
+    def subset(self, rows: Sequence[int], source: str, warnings: list[str]) -> LabelledTexts:
+        """These rows, in the order given, with their entity features."""
+        return LabelledTexts(
+            [self.texts[i] for i in rows],
+            [self.labels[i] for i in rows],
+            source,
+            warnings,
+            None if self.entities is None else self.entities[list(rows)],
+            self.entity_names,
+        )
 
 
 @dataclass(frozen=True)
@@ -287,12 +305,7 @@ def split(data: LabelledTexts, test_size: float, seed: int) -> Split:
         ) from exc
 
     def take(idx: list[int], name: str, warnings: list[str]) -> LabelledTexts:
-        return LabelledTexts(
-            [data.texts[i] for i in idx],
-            [data.labels[i] for i in idx],
-            f"{data.source} ({name})",
-            warnings,
-        )
+        return data.subset(idx, f"{data.source} ({name})", warnings)
 
     # Warnings about the whole file travel with the training part, as with a --test-data file.
     return Split(

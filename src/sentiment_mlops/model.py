@@ -7,20 +7,29 @@ on its own so that tuning can fit a shared part once and reuse it across trials:
     [text: TextPreprocessor]  ->  tfidf: word TF-IDF, or a union of word and char_wb TF-IDF
       ->  clf: LogisticRegression or NBLogisticRegression, in CalibratedClassifierCV if asked
 
-Every option keeps the model linear in the TF-IDF features plus a monotone map, so a fitted
-pipeline compiles to the fast scorer in scorer.py.
+With entity features (features/, `sentiment train --features`) the input is a frame of the
+text and numeric columns instead of a list of texts, and the first step is a
+ColumnTransformer: the text part above on the `text` column, a StandardScaler on the entity
+columns, side by side. Every option keeps the model linear in the TF-IDF and the scaled
+entity features plus a monotone map, so a fitted pipeline compiles to the fast scorer in
+scorer.py.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.preprocessing import StandardScaler
 
 from sentiment_mlops.config import TrainConfig
 from sentiment_mlops.nb_scaling import NBLogisticRegression
@@ -30,6 +39,11 @@ from sentiment_mlops.text import TextPreprocessor
 PREPROCESS_STEP = "text"
 VECTORIZER_STEP = "tfidf"
 CLASSIFIER_STEP = "clf"
+# With entity features: the ColumnTransformer step, its two branches, the text column.
+COLUMNS_STEP = "columns"
+TEXT_BRANCH = "text"
+ENTITY_BRANCH = "entity"
+TEXT_COLUMN = "text"
 
 # The types a pipeline built here holds beyond skops' default trusted set: the project's own
 # estimators, the calibration wrapper sklearn keeps private, and the CV splitter it stores.
@@ -95,14 +109,67 @@ def build_classifier(config: TrainConfig) -> Any:
     )
 
 
-def build_pipeline(config: TrainConfig) -> Pipeline:
+def build_pipeline(config: TrainConfig, entity_features: Sequence[str] = ()) -> Pipeline:
     """The whole model: preprocessing (if any), features, classifier, every option from
-    `config`."""
+    `config`; with `entity_features`, those numeric columns standardised beside the text's.
+
+    NB scaling needs non-negative features, which standardised columns are not: it is
+    refused with entity features.
+    """
     preprocessor = build_preprocessor(config)
     steps: list[tuple[str, Any]] = [] if preprocessor is None else [(PREPROCESS_STEP, preprocessor)]
     steps.append((VECTORIZER_STEP, build_vectorizer(config)))
-    steps.append((CLASSIFIER_STEP, build_classifier(config)))
-    return Pipeline(steps)
+    if not entity_features:
+        return Pipeline([*steps, (CLASSIFIER_STEP, build_classifier(config))])
+    if config.nb_scaling.enabled:
+        raise ValueError("nb_scaling cannot be combined with entity features")
+    columns = ColumnTransformer(
+        [
+            (TEXT_BRANCH, Pipeline(steps), TEXT_COLUMN),
+            (ENTITY_BRANCH, StandardScaler(), list(entity_features)),
+        ],
+        sparse_threshold=1.0,
+    )
+    return Pipeline([(COLUMNS_STEP, columns), (CLASSIFIER_STEP, build_classifier(config))])
+
+
+def entity_features(pipeline: Pipeline) -> tuple[str, ...]:
+    """The entity feature columns a pipeline was built with, in order; () for text only."""
+    first = pipeline.steps[0][1]
+    if not isinstance(first, ColumnTransformer):
+        return ()
+    for name, _, columns in first.transformers:
+        if name == ENTITY_BRANCH:
+            return tuple(str(column) for column in columns)
+    return ()
+
+
+def text_branch(columns: ColumnTransformer) -> Pipeline:
+    """The text part of a ColumnTransformer: the fitted clone once fitted."""
+    if hasattr(columns, "transformers_"):
+        branch = columns.named_transformers_[TEXT_BRANCH]
+    else:
+        branch = {name: step for name, step, _ in columns.transformers}[TEXT_BRANCH]
+    if not isinstance(branch, Pipeline):
+        raise TypeError(f"the text branch is {type(branch).__name__}, not a Pipeline")
+    return branch
+
+
+def model_input(
+    texts: Sequence[str], entities: np.ndarray | None, names: Sequence[str]
+) -> Sequence[str] | pd.DataFrame:
+    """What a pipeline's fit and predict take: the texts, or with entity features a frame of
+    the text column and the named numeric columns (`entities`, one row per text)."""
+    if not names:
+        return texts
+    if entities is None or entities.shape != (len(texts), len(names)):
+        shape = None if entities is None else entities.shape
+        raise ValueError(
+            f"expected entity features of shape ({len(texts)}, {len(names)}), got {shape}"
+        )
+    frame = pd.DataFrame(np.asarray(entities, dtype=np.float64), columns=list(names))
+    frame.insert(0, TEXT_COLUMN, pd.Series(list(texts), dtype=object))
+    return frame
 
 
 @dataclass(frozen=True)
@@ -131,7 +198,10 @@ def plain_vocabulary(pipeline: Pipeline) -> Pipeline:
 def vectorizers(pipeline: Pipeline) -> list[Any]:
     """The pipeline's vectorizers in feature order: one, or the members of a FeatureUnion."""
     found: list[Any] = []
-    for _, step in pipeline.steps:
+    steps = [step for _, step in pipeline.steps]
+    if steps and isinstance(steps[0], ColumnTransformer):
+        steps = [step for _, step in text_branch(steps[0]).steps]
+    for step in steps:
         if isinstance(step, FeatureUnion):
             found.extend(member for _, member in step.transformer_list)
         else:

@@ -3,9 +3,10 @@ numbers.
 
 `Pipeline.predict_proba` spends ~0.4 ms per call on validation and sparse matrices; scoring
 one text needs only its terms. Every pipeline model.py builds is linear in its TF-IDF
-features followed by a monotone map, so it compiles to: the same text preprocessing, per
-vectorizer a term -> (idf, idf * coef) table, and the map (logistic, softmax, one-vs-rest,
-or the fitted calibrators). A pipeline that is anything else, or whose compiled numbers
+features (and standardised entity features, if it has them) followed by a monotone map, so
+it compiles to: the same text preprocessing, per vectorizer a term -> (idf, idf * coef)
+table, the entity columns' mean, scale and coef, and the map (logistic, softmax,
+one-vs-rest, or the fitted calibrators). A pipeline that is anything else, or whose compiled numbers
 disagree with sklearn's on probe texts, is scored by sklearn, and the reason is kept.
 """
 
@@ -23,12 +24,15 @@ import numpy as np
 from scipy import sparse
 from scipy.special import expit
 from sklearn.calibration import CalibratedClassifierCV, _SigmoidCalibration
+from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils.extmath import softmax
 
+from sentiment_mlops.model import ENTITY_BRANCH, entity_features, model_input, text_branch
 from sentiment_mlops.nb_scaling import NBLogisticRegression
 from sentiment_mlops.text import TextPreprocessor
 
@@ -43,16 +47,20 @@ class Scorer(Protocol):
     """What serving needs from a model: class probabilities for a batch of texts.
 
     `kind` is "compiled" or "sklearn", for /models and the metrics; `note` says why a model
-    is not compiled ("" when it is). Implementations are immutable once built, so one
-    instance is shared by all requests and threads.
+    is not compiled ("" when it is); `entity_features` names the numeric columns a model
+    trained with entity features needs beside each text (() for a text-only model).
+    Implementations are immutable once built, so one instance is shared by all requests and
+    threads.
     """
 
     classes: list[str]
     kind: str
     note: str
+    entity_features: tuple[str, ...]
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Probabilities of shape (len(texts), len(classes)), columns in `classes` order."""
+    def predict_proba(self, texts: Sequence[str], entities: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities of shape (len(texts), len(classes)), columns in `classes` order;
+        `entities` (len(texts), len(entity_features)) when the model has entity features."""
         ...
 
 
@@ -65,9 +73,11 @@ class SklearnScorer:
         self.pipeline = pipeline
         self.classes = [str(label) for label in pipeline.classes_]
         self.note = note
+        self.entity_features = entity_features(pipeline)
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        return np.asarray(self.pipeline.predict_proba(texts), dtype=np.float64)
+    def predict_proba(self, texts: Sequence[str], entities: np.ndarray | None = None) -> np.ndarray:
+        features = model_input(texts, entities, self.entity_features)
+        return np.asarray(self.pipeline.predict_proba(features), dtype=np.float64)
 
 
 # How far compiled probabilities may be from the pipeline's on the probe texts before the
@@ -182,6 +192,40 @@ class TermTable:
         return np.asarray(sums / norms[:, np.newaxis])
 
 
+@dataclass(frozen=True)
+class EntityColumns:
+    """The standardised entity columns compiled: StandardScaler's mean and scale and the
+    classifier's weights for them (one column per decision value). Arrays are read-only."""
+
+    names: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+
+    @classmethod
+    def compile(
+        cls, names: Sequence[str], scaler: StandardScaler, coef: np.ndarray
+    ) -> EntityColumns:
+        k = len(names)
+        mean = scaler.mean_ if scaler.with_mean else None
+        scale = scaler.scale_ if scaler.with_std else None
+        return cls(
+            names=tuple(names),
+            mean=_read_only(np.zeros(k) if mean is None else np.asarray(mean, dtype=np.float64)),
+            scale=_read_only(np.ones(k) if scale is None else np.asarray(scale, dtype=np.float64)),
+            weights=_read_only(coef.T),
+        )
+
+    def decisions(self, values: np.ndarray) -> np.ndarray:
+        """These columns' share of the decisions for rows of entity values."""
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim != 2 or values.shape[1] != len(self.names):
+            raise ValueError(
+                f"expected entity features of shape (n, {len(self.names)}), got {values.shape}"
+            )
+        return np.asarray(((values - self.mean) / self.scale) @ self.weights)
+
+
 class Link(Protocol):
     """The monotone map from decision values (n, columns) to probabilities (n, classes)."""
 
@@ -283,12 +327,15 @@ class CompiledLinearScorer:
         tables: Sequence[TermTable],
         intercept: np.ndarray,
         link: Link,
+        entity: EntityColumns | None = None,
     ) -> None:
         self.classes = classes
         self._preprocess = preprocess
         self._tables = tuple(tables)
         self._intercept = _read_only(intercept)
         self._link = link
+        self._entity = entity
+        self.entity_features = entity.names if entity is not None else ()
 
     @classmethod
     def from_pipeline(cls, pipeline: Pipeline) -> CompiledLinearScorer:
@@ -297,7 +344,8 @@ class CompiledLinearScorer:
         Raises NotCompilable naming the step or option that is not compiled, or if the probe
         disagrees (a subclass that changes the maths, an sklearn that changed it).
         """
-        preprocessor, vectorizers, classifier = _steps(pipeline)
+        preprocessor, vectorizers, scaler, classifier = _steps(pipeline)
+        names = entity_features(pipeline)
         linear_models, link = _linear_models_and_link(classifier)
         coef = np.vstack([_dense(model.coef_) for model in linear_models])
         intercept = np.concatenate(
@@ -307,8 +355,11 @@ class CompiledLinearScorer:
             ]
         )
         sizes = [len(vectorizer.vocabulary_) for vectorizer in vectorizers]
-        if sum(sizes) != coef.shape[1]:
+        if sum(sizes) + len(names) != coef.shape[1]:
             raise NotCompilable("the vocabularies and the classifier disagree on the feature count")
+        entity = None
+        if scaler is not None:
+            entity = EntityColumns.compile(names, scaler, coef[:, sum(sizes) :])
         offsets = np.cumsum([0, *sizes])
         tables = [
             TermTable.compile(vectorizer, coef[:, start:stop])
@@ -320,14 +371,22 @@ class CompiledLinearScorer:
             tables=tables,
             intercept=intercept,
             link=link,
+            entity=entity,
         )
         scorer._check_against(pipeline, _probe_texts(vectorizers))
         return scorer
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """`Pipeline.predict_proba(texts)` up to rounding (see TOLERANCE)."""
+    def predict_proba(self, texts: Sequence[str], entities: np.ndarray | None = None) -> np.ndarray:
+        """`Pipeline.predict_proba(model_input(texts, entities, …))` up to rounding (see
+        TOLERANCE)."""
         if isinstance(texts, str):
             raise ValueError("expected a sequence of texts, got a single string")
+        if (entities is None) != (self._entity is None):
+            raise ValueError(
+                "this model needs entity features beside the texts"
+                if self._entity is not None
+                else "this model takes no entity features"
+            )
         if self._preprocess is not None:
             texts = [self._preprocess(text) for text in texts]
         if len(texts) == 1:
@@ -335,13 +394,33 @@ class CompiledLinearScorer:
             parts = [table.decision(text)[np.newaxis, :] for table in self._tables]
         else:
             parts = [table.decisions(texts) for table in self._tables]
+        if self._entity is not None and entities is not None:
+            if len(entities) != len(texts):
+                raise ValueError(f"{len(texts)} texts but {len(entities)} rows of entity features")
+            parts.append(self._entity.decisions(entities))
         decisions = parts[0] if len(parts) == 1 else np.sum(parts, axis=0)
         return self._link(decisions + self._intercept)
 
     def _check_against(self, pipeline: Pipeline, probes: list[str]) -> None:
-        expected = np.tile(pipeline.predict_proba(probes), (2, 1))
+        entities = None
+        if self._entity is not None:
+            # Values around and far from the training means, negatives and zeros included.
+            k = len(self._entity.names)
+            grid = np.arange(len(probes) * k, dtype=np.float64).reshape(len(probes), k)
+            entities = (grid % 7 - 2.0) * self._entity.scale + self._entity.mean
+        features = model_input(probes, entities, self.entity_features)
+        expected = np.tile(pipeline.predict_proba(features), (2, 1))
+        rows = range(len(probes))
         got = np.vstack(
-            [self.predict_proba(probes), *(self.predict_proba([text]) for text in probes)]
+            [
+                self.predict_proba(probes, entities),
+                *(
+                    self.predict_proba(
+                        [probes[i]], None if entities is None else entities[i : i + 1]
+                    )
+                    for i in rows
+                ),
+            ]
         )
         if got.shape != expected.shape or not np.all(np.abs(got - expected) <= TOLERANCE):
             worst = float(np.max(np.abs(got - expected))) if got.shape == expected.shape else None
@@ -363,9 +442,39 @@ def make_scorer(pipeline: Pipeline) -> Scorer:
 
 def _steps(
     pipeline: Pipeline,
+) -> tuple[TextPreprocessor | None, list[TfidfVectorizer], StandardScaler | None, Any]:
+    """The preprocessor, vectorizers, entity scaler (or None) and classifier of a compilable
+    pipeline, or NotCompilable naming what is not."""
+    if isinstance(pipeline, Pipeline) and isinstance(pipeline.steps[0][1], ColumnTransformer):
+        return _column_steps(pipeline)
+    preprocessor, vectorizers, classifier = _text_steps(pipeline)
+    return preprocessor, vectorizers, None, classifier
+
+
+def _column_steps(
+    pipeline: Pipeline,
+) -> tuple[TextPreprocessor | None, list[TfidfVectorizer], StandardScaler | None, Any]:
+    """A ColumnTransformer of the text branch and a StandardScaler on the entity columns
+    (model.build_pipeline with entity features), then a classifier."""
+    if len(pipeline.steps) != 2:
+        raise NotCompilable("expected a ColumnTransformer and a classifier")
+    columns, classifier = (step for _, step in pipeline.steps)
+    if not hasattr(columns, "transformers_"):
+        raise NotCompilable("the pipeline is not fitted")
+    names = [name for name, _, _ in columns.transformers_ if name != "remainder"]
+    if names != ["text", ENTITY_BRANCH] or columns.transformer_weights:
+        raise NotCompilable("expected the ColumnTransformer's branches text and entity, unweighted")
+    scaler = columns.named_transformers_[ENTITY_BRANCH]
+    if not isinstance(scaler, StandardScaler):
+        raise NotCompilable(f"entity branch is {type(scaler).__name__}, not StandardScaler")
+    text = text_branch(columns)
+    preprocessor, vectorizers, _ = _text_steps(Pipeline([*text.steps, ("clf", classifier)]))
+    return preprocessor, vectorizers, scaler, classifier
+
+
+def _text_steps(
+    pipeline: Pipeline,
 ) -> tuple[TextPreprocessor | None, list[TfidfVectorizer], Any]:
-    """The preprocessor, vectorizers and classifier of a compilable pipeline, or
-    NotCompilable naming what is not."""
     if not isinstance(pipeline, Pipeline) or len(pipeline.steps) not in (2, 3):
         raise NotCompilable(
             "expected a Pipeline of [TextPreprocessor,] TfidfVectorizer or a FeatureUnion of "

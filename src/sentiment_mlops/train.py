@@ -20,7 +20,8 @@ from sentiment_mlops import datasets
 from sentiment_mlops.config import TrainConfig
 from sentiment_mlops.data import Split
 from sentiment_mlops.evaluate import EvaluationReport, evaluate, save_report
-from sentiment_mlops.model import build_pipeline, plain_vocabulary
+from sentiment_mlops.features.aggregates import FEATURE_SERVICE
+from sentiment_mlops.model import build_pipeline, model_input, plain_vocabulary
 
 CONFIG_FILE = "train_config.json"
 
@@ -60,8 +61,9 @@ class TrainResult:
 
     @property
     def params(self) -> dict[str, Any]:
-        """The config as dotted `section.key` parameters, and what the data was."""
-        return {
+        """The config as dotted `section.key` parameters, what the data was, and the entity
+        features the model reads (names and the Feast feature service serving them)."""
+        params = {
             **self.config.flat_params(),
             "data.source": self.data_source,
             "data.test_source": self.test_source,
@@ -69,6 +71,10 @@ class TrainResult:
             "data.n_test": len(self.split.test),
             "data.classes": self.split.train.classes,
         }
+        if self.split.train.entity_names:
+            params["features.names"] = ",".join(self.split.train.entity_names)
+            params["features.service"] = FEATURE_SERVICE
+        return params
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -78,11 +84,15 @@ class TrainResult:
     @property
     def tags(self) -> dict[str, str]:
         """Where the data came from and the fingerprints of both sets."""
-        return {
+        tags = {
             "data_source": self.data_source,
             "data_fingerprint": self.data_fingerprint,
             "test_fingerprint": self.test_fingerprint,
         }
+        if self.split.train.entity_names:
+            tags["feature_service"] = FEATURE_SERVICE
+            tags["features"] = ",".join(self.split.train.entity_names)
+        return tags
 
     def write_artifacts(self, directory: Path) -> list[Path]:
         """Write report.json, the PNG plots and train_config.json; return their paths."""
@@ -127,12 +137,14 @@ def fit(split: Split, config: TrainConfig, spec: DataSpec) -> TrainResult:
     configuring the process (a notebook, a benchmark, a tuning worker) would otherwise fit
     with a thread per core, measured 3-6x slower on 2 cores.
     """
-    pipeline = build_pipeline(config)
+    train, test = split.train, split.test
+    pipeline = build_pipeline(config, train.entity_names)
     with threadpool_limits(limits=1):
         started = time.perf_counter()
-        plain_vocabulary(pipeline.fit(split.train.texts, split.train.labels))
+        features = model_input(train.texts, train.entities, train.entity_names)
+        plain_vocabulary(pipeline.fit(features, train.labels))
         fit_seconds = time.perf_counter() - started
-        proba = pipeline.predict_proba(split.test.texts)
+        proba = pipeline.predict_proba(model_input(test.texts, test.entities, test.entity_names))
     classes = [str(c) for c in pipeline.classes_]
     return TrainResult(
         pipeline=pipeline,

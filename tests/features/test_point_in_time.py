@@ -5,14 +5,17 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from sentiment_mlops.config import Settings
-from sentiment_mlops.features.aggregates import AS_OF_OFFSET
-from sentiment_mlops.features.repository import (
+from tests.features.conftest import events, needs_feast
+
+needs_feast()
+
+from sentiment_mlops.config import Settings  # noqa: E402
+from sentiment_mlops.features.aggregates import AS_OF_OFFSET  # noqa: E402
+from sentiment_mlops.features.repository import (  # noqa: E402
     historical_features,
     open_repository,
     write_offline,
 )
-from tests.features.conftest import events
 
 BASE = (
     ("e1", "2015-02-20T10:00:00Z", "ann", "Delta", "negative"),

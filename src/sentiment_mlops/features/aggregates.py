@@ -29,11 +29,16 @@ ACCOUNT_WINDOW = timedelta(hours=24)
 # resolution, above the microsecond Parquet and Feast keep.
 AS_OF_OFFSET = pd.Timedelta(milliseconds=1)
 
+FEATURE_SERVICE = "sentiment_context"
+USER_VIEW = "user_history"
+ACCOUNT_VIEW = "account_24h"
 USER_FEATURES = ("user_tweets", *(f"user_{label}_share" for label in LABELS))
 ACCOUNT_FEATURES = (
     "account_tweets_24h",
     *(f"account_{label}_share_24h" for label in LABELS),
 )
+# The model's entity features, in the order its columns are fitted and scored.
+FEATURES: tuple[str, ...] = (*USER_FEATURES, *ACCOUNT_FEATURES)
 # What an entity with no history has: no tweets, no shares. Training fills rows without a
 # feature row with these and serving uses them for a missing entity or a store that is
 # down, so both sides mean the same thing by "unknown".

@@ -24,18 +24,17 @@ from feast.value_type import ValueType
 from sentiment_mlops.config import Settings
 from sentiment_mlops.features.aggregates import (
     ACCOUNT_FEATURES,
+    ACCOUNT_VIEW,
     DEFAULTS,
+    FEATURE_SERVICE,
+    FEATURES,
     USER_FEATURES,
+    USER_VIEW,
     account_rows,
     user_rows,
 )
 from sentiment_mlops.features.events import ACCOUNT, TIMESTAMP, USER
 
-FEATURE_SERVICE = "sentiment_context"
-USER_VIEW = "user_history"
-ACCOUNT_VIEW = "account_24h"
-# The model's entity features in the order its columns are fitted and scored.
-FEATURES: tuple[str, ...] = (*USER_FEATURES, *ACCOUNT_FEATURES)
 FEATURE_REFS: tuple[str, ...] = (
     *(f"{USER_VIEW}:{name}" for name in USER_FEATURES),
     *(f"{ACCOUNT_VIEW}:{name}" for name in ACCOUNT_FEATURES),

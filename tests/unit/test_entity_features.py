@@ -1,0 +1,139 @@
+"""Entity features without Feast: the compiled scorer with entity columns, the events, the
+aggregates and the time split (pandas only, so these run in the core install on pandas 3;
+the feature store itself is tested in tests/features)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sentiment_mlops.config import CalibrationConfig, TrainConfig
+from sentiment_mlops.data import DataError, LabelledTexts
+from sentiment_mlops.features.aggregates import FEATURES, account_rows, user_rows
+from sentiment_mlops.features.events import TIMESTAMP, load_events, prepare_events, time_split
+from sentiment_mlops.model import build_pipeline, entity_features, model_input, plain_vocabulary
+from sentiment_mlops.scorer import CompiledLinearScorer, SklearnScorer, make_scorer
+
+TOLERANCE = 2e-15
+NAMES = ("user_tweets", "user_negative_share", "account_negative_share_24h")
+
+
+@pytest.fixture(scope="module")
+def context_file(shared_data: Path) -> Path:
+    return shared_data / "twitter-us-airline-sentiment" / "with-context.csv"
+
+
+@pytest.fixture(scope="module")
+def tweets(context_file: Path) -> pd.DataFrame:
+    return load_events(context_file)
+
+
+def synthetic_entities(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.column_stack([rng.poisson(3, n), rng.random(n), rng.random(n)]).astype(float)
+
+
+@pytest.mark.parametrize("calibration", ["none", "sigmoid"])
+def test_compiled_scorer_scores_text_and_entities_as_sklearn(
+    tweets: pd.DataFrame, calibration: str
+) -> None:
+    train, test = tweets.iloc[:3000], tweets.iloc[3000:3400]
+    config = TrainConfig(calibration=CalibrationConfig(method=calibration, cv=3))  # type: ignore[arg-type]
+    pipeline = build_pipeline(config, NAMES)
+    train_x = model_input(train["text"].tolist(), synthetic_entities(len(train), 0), NAMES)
+    plain_vocabulary(pipeline.fit(train_x, train["label"].tolist()))
+    assert entity_features(pipeline) == NAMES
+
+    scorer = make_scorer(pipeline)
+    assert isinstance(scorer, CompiledLinearScorer), getattr(scorer, "note", "")
+    assert scorer.entity_features == NAMES
+    texts, entities = test["text"].tolist(), synthetic_entities(len(test), 1)
+    expected = pipeline.predict_proba(model_input(texts, entities, NAMES))
+    batch = scorer.predict_proba(texts, entities)
+    one_by_one = np.vstack(
+        [scorer.predict_proba([t], entities[i : i + 1]) for i, t in enumerate(texts)]
+    )
+    assert np.abs(batch - expected).max() < TOLERANCE
+    assert np.abs(one_by_one - expected).max() < TOLERANCE
+    # The entity columns matter: other values give other probabilities.
+    assert np.abs(scorer.predict_proba(texts, entities * 0) - batch).max() > 1e-3
+    fallback = SklearnScorer(pipeline)
+    assert fallback.entity_features == NAMES
+    assert np.abs(fallback.predict_proba(texts, entities) - expected).max() == 0.0
+
+    with pytest.raises(ValueError, match="needs entity features"):
+        scorer.predict_proba(texts)
+    with pytest.raises(ValueError, match="shape"):
+        scorer.predict_proba(texts, entities[:, :2])
+
+
+def test_text_only_scorer_refuses_entities(tweets: pd.DataFrame) -> None:
+    sample = tweets.iloc[:500]
+    pipeline = plain_vocabulary(
+        build_pipeline(TrainConfig()).fit(sample["text"].tolist(), sample["label"].tolist())
+    )
+    scorer = make_scorer(pipeline)
+    assert scorer.entity_features == ()
+    with pytest.raises(ValueError, match="takes no entity features"):
+        scorer.predict_proba(["hi"], np.zeros((1, 3)))
+
+
+def test_nb_scaling_with_entity_features_is_refused() -> None:
+    config = TrainConfig.model_validate({"nb_scaling": {"enabled": True}})
+    with pytest.raises(ValueError, match="nb_scaling"):
+        build_pipeline(config, NAMES)
+
+
+def test_events_keep_one_row_per_id_sorted_by_time(tweets: pd.DataFrame) -> None:
+    assert len(tweets) == 14640 - 155
+    assert tweets["event_id"].is_unique
+    assert tweets[TIMESTAMP].is_monotonic_increasing
+    assert str(tweets[TIMESTAMP].dt.tz) == "UTC"
+
+
+def test_bad_context_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text("tweet_id,created_at,user,text,label\n1,2015-02-20T10:00:00Z,a,hi,neutral\n")
+    with pytest.raises(DataError, match="missing airline"):
+        load_events(path)
+    path.write_text("tweet_id,created_at,user,airline,text,label\n1,yesterday,a,Delta,hi,neutral\n")
+    with pytest.raises(DataError, match="not a timestamp at rows \\[0\\]"):
+        load_events(path)
+
+
+def test_time_split_trains_only_on_the_past(tweets: pd.DataFrame) -> None:
+    train, test = time_split(tweets, 0.2)
+    assert len(train) + len(test) == len(tweets)
+    assert train[TIMESTAMP].max() < test[TIMESTAMP].min()
+    assert len(test) == pytest.approx(0.2 * len(tweets), abs=10)
+
+
+def test_aggregates_count_only_up_to_their_own_time() -> None:
+    frame = pd.DataFrame(
+        [
+            ("1", "2015-02-20T10:00:00Z", "ann", "Delta", "negative"),
+            ("2", "2015-02-20T10:00:00Z", "ann", "Delta", "positive"),
+            ("3", "2015-02-21T11:00:00Z", "ann", "Delta", "neutral"),
+        ],
+        columns=["event_id", "event_timestamp", "user_id", "account", "label"],
+    ).assign(text="t")
+    events = prepare_events(frame, "test")
+    users = user_rows(events)
+    assert users["user_tweets"].tolist() == [2, 3]
+    assert users["user_negative_share"].tolist() == pytest.approx([0.5, 1 / 3])
+    accounts = account_rows(events)
+    # In at 10:00 (2), out at 10:00 the next day (0), in at 11:00 (1), out a day later (0).
+    assert accounts["account_tweets_24h"].tolist() == [2, 0, 1, 0]
+    assert accounts["account_neutral_share_24h"].tolist() == [0.0, 0.0, 1.0, 0.0]
+    assert set(FEATURES) <= {*users.columns, *accounts.columns}
+
+
+def test_fingerprint_covers_entity_features() -> None:
+    plain = LabelledTexts(["a", "b"], ["x", "y"], "s")
+    with_features = LabelledTexts(["a", "b"], ["x", "y"], "s", [], np.zeros((2, 1)), ("f",))
+    changed = LabelledTexts(["a", "b"], ["x", "y"], "s", [], np.ones((2, 1)), ("f",))
+    assert len({plain.fingerprint(), with_features.fingerprint(), changed.fingerprint()}) == 3
+    assert with_features.subset([1], "s", []).entities.shape == (1, 1)  # type: ignore[union-attr]
