@@ -140,18 +140,30 @@ def write_offline(repository: Repository, events: pd.DataFrame) -> None:
 def historical_features(repository: Repository, entity_rows: pd.DataFrame) -> pd.DataFrame:
     """Feast's point-in-time join: per entity row (`user_id`, `account`, `event_timestamp`,
     any other columns kept), the features as of that time; rows without any earlier feature
-    row get the defaults. Rows come back in the order given."""
+    row get the defaults. Rows come back in the order given.
+
+    Each view is asked on its own, for the distinct (join key, time) pairs: Feast 0.67's
+    file store drops entity rows that repeat one view's key and time while differing in
+    another's (measured: of (bob, United) and (bob, Delta) at one time only one came back),
+    so a frame of both keys lost rows. The answers are joined back onto every row given.
+    """
     missing = [c for c in (USER, ACCOUNT, TIMESTAMP) if c not in entity_rows.columns]
     if missing:
         raise FeatureStoreError(f"entity rows need the columns {', '.join(missing)}")
-    keyed = entity_rows.reset_index(drop=True).assign(_row=lambda f: range(len(f)))
-    service = repository.store.get_feature_service(FEATURE_SERVICE)
-    joined = repository.store.get_historical_features(entity_df=keyed, features=service).to_df()
-    # Feast's file store leaves out entity rows no view has a row for yet (measured on
-    # 0.67), so the features are joined back onto every row given.
-    features = joined[["_row", *FEATURES]].drop_duplicates("_row")
-    merged = keyed.merge(features, on="_row", how="left", validate="one_to_one")
-    return fill_defaults(merged.sort_values("_row").drop(columns="_row").reset_index(drop=True))
+    out = entity_rows.reset_index(drop=True)
+    out[TIMESTAMP] = pd.to_datetime(out[TIMESTAMP], utc=True)
+    for view, key, names in (
+        (USER_VIEW, USER, USER_FEATURES),
+        (ACCOUNT_VIEW, ACCOUNT, ACCOUNT_FEATURES),
+    ):
+        pairs = out[[key, TIMESTAMP]].drop_duplicates().reset_index(drop=True)
+        joined = repository.store.get_historical_features(
+            entity_df=pairs, features=[f"{view}:{name}" for name in names]
+        ).to_df()
+        joined[TIMESTAMP] = pd.to_datetime(joined[TIMESTAMP], utc=True)
+        found = joined[[key, TIMESTAMP, *names]].drop_duplicates([key, TIMESTAMP])
+        out = out.merge(found, on=[key, TIMESTAMP], how="left", validate="many_to_one")
+    return fill_defaults(out)
 
 
 def fill_defaults(frame: pd.DataFrame) -> pd.DataFrame:
