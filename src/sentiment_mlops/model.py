@@ -134,8 +134,10 @@ def build_pipeline(config: TrainConfig, entity_features: Sequence[str] = ()) -> 
 
 
 def entity_features(pipeline: Pipeline) -> tuple[str, ...]:
-    """The entity feature columns a pipeline was built with, in order; () for text only."""
-    first = pipeline.steps[0][1]
+    """The entity feature columns a pipeline was built with, in order; () for text only
+    (and for any other model with `predict_proba`, which SklearnScorer also serves)."""
+    steps = getattr(pipeline, "steps", None)
+    first = steps[0][1] if steps else None
     if not isinstance(first, ColumnTransformer):
         return ()
     for name, _, columns in first.transformers:
