@@ -146,6 +146,18 @@ def entity_features(pipeline: Pipeline) -> tuple[str, ...]:
     return ()
 
 
+def entity_means(pipeline: Pipeline) -> tuple[float, ...]:
+    """The fitted entity columns' training means (what their scaler subtracts), in order; ()
+    for text only. Serving scores with these when an entity's features cannot be read: the
+    standardised columns are then 0 and add nothing to the decision."""
+    names = entity_features(pipeline)
+    if not names:
+        return ()
+    scaler = pipeline.steps[0][1].named_transformers_[ENTITY_BRANCH]
+    mean = getattr(scaler, "mean_", None) if getattr(scaler, "with_mean", False) else None
+    return tuple(0.0 for _ in names) if mean is None else tuple(float(v) for v in mean)
+
+
 def text_branch(columns: ColumnTransformer) -> Pipeline:
     """The text part of a ColumnTransformer: the fitted clone once fitted."""
     if hasattr(columns, "transformers_"):

@@ -32,7 +32,13 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.extmath import softmax
 
-from sentiment_mlops.model import ENTITY_BRANCH, entity_features, model_input, text_branch
+from sentiment_mlops.model import (
+    ENTITY_BRANCH,
+    entity_features,
+    entity_means,
+    model_input,
+    text_branch,
+)
 from sentiment_mlops.nb_scaling import NBLogisticRegression
 from sentiment_mlops.text import TextPreprocessor
 
@@ -48,7 +54,8 @@ class Scorer(Protocol):
 
     `kind` is "compiled" or "sklearn", for /models and the metrics; `note` says why a model
     is not compiled ("" when it is); `entity_features` names the numeric columns a model
-    trained with entity features needs beside each text (() for a text-only model).
+    trained with entity features needs beside each text (() for a text-only model), and
+    `entity_means` their training means (what serving uses when it cannot read them).
     Implementations are immutable once built, so one instance is shared by all requests and
     threads.
     """
@@ -57,6 +64,7 @@ class Scorer(Protocol):
     kind: str
     note: str
     entity_features: tuple[str, ...]
+    entity_means: tuple[float, ...]
 
     def predict_proba(self, texts: Sequence[str], entities: np.ndarray | None = None) -> np.ndarray:
         """Probabilities of shape (len(texts), len(classes)), columns in `classes` order;
@@ -74,6 +82,7 @@ class SklearnScorer:
         self.classes = [str(label) for label in pipeline.classes_]
         self.note = note
         self.entity_features = entity_features(pipeline)
+        self.entity_means = entity_means(pipeline)
 
     def predict_proba(self, texts: Sequence[str], entities: np.ndarray | None = None) -> np.ndarray:
         features = model_input(texts, entities, self.entity_features)
@@ -336,6 +345,7 @@ class CompiledLinearScorer:
         self._link = link
         self._entity = entity
         self.entity_features = entity.names if entity is not None else ()
+        self.entity_means = tuple(float(v) for v in entity.mean) if entity is not None else ()
 
     @classmethod
     def from_pipeline(cls, pipeline: Pipeline) -> CompiledLinearScorer:

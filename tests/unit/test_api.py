@@ -69,6 +69,9 @@ def test_predict_returns_the_contract(http: TestClient) -> None:
     assert body["variant"] == "champion"
     other = http.post("/predict", json={"text": "Thanks for the great service"}).json()
     assert other["prediction_id"] != body["prediction_id"]
+    # An entity key is accepted and ignored by a model without entity features.
+    keyed = http.post("/predict", json={"text": "Thanks", "user_id": "u1", "account": "Delta"})
+    assert keyed.status_code == 200 and "features" not in keyed.json()
 
 
 TEXTS = [

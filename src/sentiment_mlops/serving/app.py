@@ -31,6 +31,7 @@ from sentiment_mlops.serving import auth, feedback, routes
 from sentiment_mlops.serving.clients import ClientStore
 from sentiment_mlops.serving.deps import Services
 from sentiment_mlops.serving.docs import install_docs
+from sentiment_mlops.serving.entity_features import OnlineFeatures
 from sentiment_mlops.serving.loader import load_in_child
 from sentiment_mlops.serving.logs import configure_logging
 from sentiment_mlops.serving.metrics import Metrics, mark_worker_dead, multiprocess_dir
@@ -96,6 +97,7 @@ def _services(
             "signing tokens with a generated development secret; set SENTIMENT_JWT_SECRET",
             extra={"secret_file": str(settings.dev_secret_file())},
         )
+    features = OnlineFeatures.from_settings(settings, metrics)
     pool = ModelPool(
         source,
         functools.partial(read_routing, settings),
@@ -103,6 +105,7 @@ def _services(
         timeout_seconds=settings.registry_timeout_seconds,
         load_timeout_seconds=settings.model_load_timeout_seconds,
         swap_loader=swap_loader,
+        on_serving=lambda model: features.prepare(model.scorer.entity_features),
     )
     prediction_log = PredictionLog.from_settings(settings, metrics)
     return Services(
@@ -110,7 +113,10 @@ def _services(
         metrics=metrics,
         pool=pool,
         predictor=Predictor(
-            metrics, sink or prediction_log, shadow_max_in_flight=settings.shadow_max_in_flight
+            metrics,
+            sink or prediction_log,
+            features,
+            shadow_max_in_flight=settings.shadow_max_in_flight,
         ),
         prediction_log=prediction_log,
         authenticator=authenticator,

@@ -163,6 +163,15 @@ class Metrics:
             ["variant", "reason"],
             registry=r,
         )
+        self.feature_defaults = Counter(
+            "model_feature_defaults_total",
+            "Requests to a model with entity features scored with defaults for an entity "
+            "(user, account), by variant and reason: no_key (not in the request), "
+            "unknown_entity (the online store has no history for it), unavailable (the store "
+            "failed), timeout (no answer within SENTIMENT_FEATURES_LOOKUP_TIMEOUT_SECONDS).",
+            ["variant", "entity", "reason"],
+            registry=r,
+        )
         self.registry_errors = Counter(
             "model_registry_errors_total",
             "Registry calls that failed, by operation (resolve, load) and reason (unreachable, "

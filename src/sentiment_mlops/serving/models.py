@@ -183,8 +183,14 @@ class _Overdue:
 
 
 def _warm_up(scorer: Scorer) -> None:
-    """Score a few texts so the first request pays no first-call costs, and sanity-check."""
-    proba = scorer.predict_proba(list(WARMUP_TEXTS))
+    """Score a few texts so the first request pays no first-call costs, and sanity-check.
+    A model with entity features scores them with its defaults, as serving may."""
+    entities = None
+    if scorer.entity_features:
+        entities = np.tile(
+            np.asarray(scorer.entity_means, dtype=np.float64), (len(WARMUP_TEXTS), 1)
+        )
+    proba = scorer.predict_proba(list(WARMUP_TEXTS), entities)
     expected = (len(WARMUP_TEXTS), len(scorer.classes))
     if proba.shape != expected:
         raise ModelRejected(f"scorer returned shape {proba.shape}, expected {expected}")
@@ -223,9 +229,13 @@ class ModelPool:
         timeout_seconds: float,
         load_timeout_seconds: float,
         swap_loader: Loader = load_here,
+        on_serving: Callable[[ServingModel], None] | None = None,
     ) -> None:
-        """`routing` reads the routing config, on every refresh; ConfigError if it is bad."""
+        """`routing` reads the routing config, on every refresh; ConfigError if it is bad.
+        `on_serving(model)` is called each time a version starts serving (the online
+        features open the store for a model with entity features); it must not block."""
         self._source = source
+        self._on_serving = on_serving
         self._swap_loader = swap_loader
         self._read_routing = routing
         self._metrics = metrics
@@ -436,6 +446,8 @@ class ModelPool:
             loaded_at=datetime.now(UTC),
         )
         self._models = {**self._models, alias: model}
+        if self._on_serving is not None:
+            self._on_serving(model)
         self._metrics.reloads.labels(alias, "success").inc()
         if current is not None:
             self._info(current).set(0)

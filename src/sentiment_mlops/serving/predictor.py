@@ -29,6 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from sentiment_mlops.scorer import Scorer
+from sentiment_mlops.serving.entity_features import EntityKeys, EntityRow, OnlineFeatures
 from sentiment_mlops.serving.metrics import Metrics
 from sentiment_mlops.serving.models import Route, ServingModel
 from sentiment_mlops.serving.predictions import new_prediction_id
@@ -82,17 +83,20 @@ class ScoredText:
 @dataclass(frozen=True)
 class Answer:
     """The predictions for one request's texts, in order, the model that made them and the
-    experiment they count in."""
+    experiment they count in; for a model with entity features, the values they were scored
+    with and where they came from (None for a text-only model)."""
 
     model_version: int
     variant: str
     experiment: str
     predictions: list[ScoredText]
+    features: EntityRow | None = None
 
 
-def _timed(scorer: Scorer, texts: Sequence[str]) -> tuple[np.ndarray, float]:
+def _timed(scorer: Scorer, texts: Sequence[str], row: EntityRow | None) -> tuple[np.ndarray, float]:
     started = time.perf_counter()
-    proba = scorer.predict_proba(texts)
+    entities = None if row is None else np.tile(row.values, (len(texts), 1))
+    proba = scorer.predict_proba(texts, entities)
     return proba, time.perf_counter() - started
 
 
@@ -103,30 +107,50 @@ class Predictor:
         self,
         metrics: Metrics,
         sink: PredictionSink,
+        features: OnlineFeatures,
         *,
         shadow_max_in_flight: int,
         inline_limit: int = INLINE_BATCH_LIMIT,
     ) -> None:
         self._metrics = metrics
         self._sink = sink
+        self._features = features
         self._inline_limit = inline_limit
         self._shadow_max = shadow_max_in_flight
         self._shadows: set[asyncio.Task[None]] = set()
         # One thread: shadow work queues behind itself, never in front of the primary path's.
         self._shadow_thread = ThreadPoolExecutor(1, thread_name_prefix="shadow")
 
-    async def predict(self, route: Route, texts: Sequence[str], subject: str | None) -> Answer:
+    async def predict(
+        self,
+        route: Route,
+        texts: Sequence[str],
+        subject: str | None,
+        keys: EntityKeys | None = None,
+    ) -> Answer:
         """Predictions for `texts` (already validated) by the route's model, one per text in
-        order; the route's shadow is started in the background and not waited for."""
+        order, with the entity features of `keys` if the model takes them; the route's shadow
+        is started in the background and not waited for."""
         model = route.model
+        keys = keys or EntityKeys()
+        row = await self._entity_row(model, keys)
         if len(texts) > self._inline_limit:
-            proba, seconds = await asyncio.to_thread(_timed, model.scorer, texts)
+            proba, seconds = await asyncio.to_thread(_timed, model.scorer, texts, row)
         else:
-            proba, seconds = _timed(model.scorer, texts)
-        answer = self._answer(model, route.experiment, texts, proba, seconds, subject, None)
+            proba, seconds = _timed(model.scorer, texts, row)
+        answer = self._answer(model, route.experiment, texts, proba, seconds, subject, None, row)
         if route.shadow is not None:
-            self._start_shadow(route.shadow, route.shadow_model, texts, answer, subject)
+            self._start_shadow(route.shadow, route.shadow_model, texts, answer, subject, keys)
         return answer
+
+    async def _entity_row(self, model: ServingModel, keys: EntityKeys) -> EntityRow | None:
+        """The online store's features (or defaults) for a model that takes them, else None."""
+        scorer = model.scorer
+        if not scorer.entity_features:
+            return None
+        return await self._features.lookup(
+            model.alias, scorer.entity_features, scorer.entity_means, keys
+        )
 
     def _answer(
         self,
@@ -137,6 +161,7 @@ class Predictor:
         seconds: float,
         subject: str | None,
         shadow_of: Sequence[str] | None,
+        entity_row: EntityRow | None,
     ) -> Answer:
         """Labels, ids, metrics and sink events for one request's scored texts."""
         version, variant = str(model.version), model.alias
@@ -173,7 +198,7 @@ class Predictor:
                 )
             )
         self._sink.record(events)
-        return Answer(model.version, variant, experiment, predictions)
+        return Answer(model.version, variant, experiment, predictions, entity_row)
 
     def _start_shadow(
         self,
@@ -182,6 +207,7 @@ class Predictor:
         texts: Sequence[str],
         primary: Answer,
         subject: str | None,
+        keys: EntityKeys,
     ) -> None:
         """Score `texts` with the shadow `model` in the background, if it has one and there is
         room; else count the shadow prediction as dropped."""
@@ -191,21 +217,29 @@ class Predictor:
         if len(self._shadows) >= self._shadow_max:
             self._metrics.shadow_dropped.labels(alias, "busy").inc()
             return
-        task = asyncio.create_task(self._shadow(model, texts, primary, subject))
+        task = asyncio.create_task(self._shadow(model, texts, primary, subject, keys))
         self._shadows.add(task)
         task.add_done_callback(self._shadows.discard)
 
     async def _shadow(
-        self, model: ServingModel, texts: Sequence[str], primary: Answer, subject: str | None
+        self,
+        model: ServingModel,
+        texts: Sequence[str],
+        primary: Answer,
+        subject: str | None,
+        keys: EntityKeys,
     ) -> None:
         """Score `texts` with the shadow model in the shadow thread; never raises."""
         loop = asyncio.get_running_loop()
         try:
+            row = await self._entity_row(model, keys)
             proba, seconds = await loop.run_in_executor(
-                self._shadow_thread, _timed, model.scorer, texts
+                self._shadow_thread, _timed, model.scorer, texts, row
             )
             primary_ids = [p.prediction_id for p in primary.predictions]
-            self._answer(model, primary.experiment, texts, proba, seconds, subject, primary_ids)
+            self._answer(
+                model, primary.experiment, texts, proba, seconds, subject, primary_ids, row
+            )
         except Exception as exc:  # a shadow's failure is its own, never the request's
             self._metrics.shadow_dropped.labels(model.alias, "error").inc()
             log.error(
@@ -223,3 +257,4 @@ class Predictor:
             task.cancel()
         await asyncio.gather(*self._shadows, return_exceptions=True)
         self._shadow_thread.shutdown(wait=False, cancel_futures=True)
+        self._features.close()

@@ -20,6 +20,7 @@ from sentiment_mlops.serving.deps import (
     ServicesDep,
     SettingsDep,
 )
+from sentiment_mlops.serving.entity_features import EntityKeys
 from sentiment_mlops.serving.metrics import MetricsUnavailable
 from sentiment_mlops.serving.middleware import AccessRecord
 from sentiment_mlops.serving.models import ModelPool, NoModelLoaded, UnknownVariant
@@ -27,6 +28,7 @@ from sentiment_mlops.serving.predictor import Answer, Predictor
 from sentiment_mlops.serving.schemas import (
     BatchPrediction,
     BatchPredictRequest,
+    EntityFeatures,
     Error,
     LoadedModelInfo,
     ModelsResponse,
@@ -72,6 +74,7 @@ def _check_texts(texts: Sequence[str], max_chars: int) -> None:
 async def _answer(
     texts: list[str],
     user_id: str | None,
+    account: str | None,
     variant: str | None,
     principal: Principal,
     settings: Settings,
@@ -79,7 +82,8 @@ async def _answer(
     predictor: Predictor,
 ) -> Answer:
     """Route the request (by `user_id`, else the token's subject; with auth disabled and no
-    `user_id`, at random), or give it the `variant` an admin asked for, and score it."""
+    `user_id`, at random), or give it the `variant` an admin asked for, and score it; a
+    model with entity features reads them for `user_id` (the author) and `account`."""
     if variant is not None and "admin" not in principal.scopes:
         raise HTTPException(
             403,
@@ -92,10 +96,12 @@ async def _answer(
         route = pool.answering(subject, variant)
     except UnknownVariant as exc:
         raise HTTPException(422, str(exc)) from exc
-    return await predictor.predict(route, texts, subject)
+    return await predictor.predict(route, texts, subject, EntityKeys(user_id, account))
 
 
 def _predictions(answer: Answer) -> list[Prediction]:
+    row = answer.features
+    features = None if row is None else EntityFeatures(source=row.source, defaults=row.defaults)
     return [
         Prediction(
             label=p.label,
@@ -103,6 +109,7 @@ def _predictions(answer: Answer) -> list[Prediction]:
             model_version=answer.model_version,
             variant=answer.variant,
             prediction_id=p.prediction_id,
+            features=features,
         )
         for p in answer.predictions
     ]
@@ -118,6 +125,8 @@ def _record(access: AccessRecord, answer: Answer, texts: list[str], log_texts: b
 @router.post(
     "/predict",
     response_model=Prediction,
+    # `features` only for a model with entity features: a text-only answer stays as it was.
+    response_model_exclude_none=True,
     responses=ERRORS,
     dependencies=[Depends(require_json)],
     summary="Classify one text",
@@ -132,7 +141,9 @@ async def predict(
 ) -> Prediction:
     _check_texts([body.text], settings.max_text_chars)
     texts = [body.text]
-    answer = await _answer(texts, body.user_id, body.variant, principal, settings, pool, predictor)
+    answer = await _answer(
+        texts, body.user_id, body.account, body.variant, principal, settings, pool, predictor
+    )
     _record(access, answer, texts, settings.log_texts)
     return _predictions(answer)[0]
 
@@ -140,6 +151,7 @@ async def predict(
 @router.post(
     "/predict/batch",
     response_model=BatchPrediction,
+    response_model_exclude_none=True,
     responses=ERRORS,
     dependencies=[Depends(require_json)],
     summary="Classify several texts at once",
@@ -158,7 +170,14 @@ async def predict_batch(
         )
     _check_texts(body.texts, settings.max_text_chars)
     answer = await _answer(
-        body.texts, body.user_id, body.variant, principal, settings, pool, predictor
+        body.texts,
+        body.user_id,
+        body.account,
+        body.variant,
+        principal,
+        settings,
+        pool,
+        predictor,
     )
     _record(access, answer, body.texts, settings.log_texts)
     return BatchPrediction(predictions=_predictions(answer))

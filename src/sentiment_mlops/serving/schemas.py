@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StrictStr
 
+from sentiment_mlops.serving.entity_features import DefaultReason
 from sentiment_mlops.serving.models import ReloadResultName, RoutingResultName
 
 UserId = Annotated[
@@ -14,7 +15,18 @@ UserId = Annotated[
     Field(
         max_length=256,
         description="Stable id of the end user, if any: the same id always gets the same variant "
-        "of an experiment. Without one, the token's subject is used.",
+        "of an experiment. Without one, the token's subject is used. For a model trained with "
+        "entity features it is also the author (the feature store's `user` entity) whose "
+        "earlier texts it reads; all texts of a batch are by this user.",
+    ),
+]
+Account = Annotated[
+    StrictStr | None,
+    Field(
+        max_length=256,
+        description="The account the text addresses (the feature store's `account` entity, "
+        "e.g. the airline a tweet is sent to), for a model trained with entity features; "
+        "ignored by other models. All texts of a batch address this account.",
     ),
 ]
 Variant = Annotated[
@@ -31,13 +43,31 @@ Variant = Annotated[
 class PredictRequest(BaseModel):
     text: StrictStr = Field(min_length=1, description="The text to classify.")
     user_id: UserId = None
+    account: Account = None
     variant: Variant = None
 
 
 class BatchPredictRequest(BaseModel):
     texts: list[StrictStr] = Field(min_length=1, description="Texts to classify, in order.")
     user_id: UserId = None
+    account: Account = None
     variant: Variant = None
+
+
+class EntityFeatures(BaseModel):
+    """Where the entity features a prediction was scored with came from."""
+
+    source: Literal["online", "defaults"] = Field(
+        description="online: every entity's features were read from the online store; "
+        "defaults: at least one entity got defaults (see `defaults`)."
+    )
+    defaults: dict[Literal["user", "account"], DefaultReason] = Field(
+        default_factory=dict,
+        description="Per entity that got defaults, why: no_key (not in the request; training "
+        "means used), unknown_entity (no history in the store; zero counts and shares, as "
+        "training had for it), unavailable (the store failed; training means), timeout (no "
+        "answer within SENTIMENT_FEATURES_LOOKUP_TIMEOUT_SECONDS; training means).",
+    )
 
 
 class Prediction(BaseModel):
@@ -46,6 +76,10 @@ class Prediction(BaseModel):
     model_version: int
     variant: str
     prediction_id: str
+    features: EntityFeatures | None = Field(
+        default=None,
+        description="Only for a model trained with entity features: where they came from.",
+    )
 
 
 class BatchPrediction(BaseModel):
