@@ -15,11 +15,17 @@ import pytest
 
 from sentiment_mlops.config import Settings
 from sentiment_mlops.features.events import prepare_events
+from sentiment_mlops.features.feast_import import feast_imported
 
 
 def needs_feast() -> None:
     """Skip the calling test module unless the `features` extra is installed."""
-    pytest.importorskip("feast", reason="the `features` extra is not installed (.venv-features)")
+    try:
+        feast_imported()
+    except ImportError:
+        pytest.skip(
+            "the `features` extra is not installed (.venv-features)", allow_module_level=True
+        )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

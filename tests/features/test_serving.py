@@ -4,6 +4,7 @@ counted and marked, when an entity is unknown or not given, or the store is down
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -124,6 +125,9 @@ def test_predict_scores_with_the_online_features(
         )
         metrics = client.get("/metrics").text
     assert answer.status_code == 200, answer.text
+    # Feast, imported now, left the process's Prometheus mode alone (feast_import.py): the
+    # counts above come from this worker's own registry.
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     body = answer.json()
     assert body["features"] == {"source": "online", "defaults": {}}
     # Skew: what the server scored with is what training's offline join gives (bob has two

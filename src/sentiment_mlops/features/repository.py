@@ -18,10 +18,6 @@ from typing import Any, cast
 
 import pandas as pd
 import yaml
-from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource
-from feast.repo_config import RepoConfig
-from feast.types import Float64, Int64
-from feast.value_type import ValueType
 
 from sentiment_mlops.config import Settings
 from sentiment_mlops.features.aggregates import (
@@ -36,6 +32,14 @@ from sentiment_mlops.features.aggregates import (
     user_rows,
 )
 from sentiment_mlops.features.events import ACCOUNT, TIMESTAMP, USER
+from sentiment_mlops.features.feast_import import feast_imported
+
+feast_imported()  # before `from feast import …`: see feast_import.py
+
+from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource  # noqa: E402
+from feast.repo_config import RepoConfig  # noqa: E402
+from feast.types import Float64, Int64  # noqa: E402
+from feast.value_type import ValueType  # noqa: E402
 
 FEATURE_REFS: tuple[str, ...] = (
     *(f"{USER_VIEW}:{name}" for name in USER_FEATURES),
