@@ -27,13 +27,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 from sklearn.pipeline import Pipeline
 
 from sentiment_mlops.config import Settings, TrainConfig
+from sentiment_mlops.data import read_table
 from sentiment_mlops.features.aggregates import FEATURES
-from sentiment_mlops.features.events import ACCOUNT, USER, load_events
+from sentiment_mlops.features.events import ACCOUNT, EVENT_ID, USER, load_events
 from sentiment_mlops.features.repository import (
     OnlineReader,
     materialize,
@@ -102,6 +104,19 @@ def main() -> None:
     console.print(f"Wrote {out}")
 
 
+_AUTHORS: dict[str, str] = {}
+
+
+def author(events: pd.DataFrame, i: int) -> str:
+    """Event i's author as the file names them (events keep only their `user_key`): what a
+    client sends as `user_id`."""
+    if not _AUTHORS:
+        frame = read_table(SOURCE)
+        ids, users = frame["tweet_id"].astype(str), frame["user"].astype(str)
+        _AUTHORS.update(zip(ids, users, strict=True))
+    return _AUTHORS[str(events[EVENT_ID].iloc[i])].strip()
+
+
 def lookup_latency(settings: Settings, lookups: int, console: Console) -> dict[str, object]:
     """Single-row online lookups of real (user, account) pairs after materialising."""
     from datetime import UTC, datetime
@@ -111,17 +126,22 @@ def lookup_latency(settings: Settings, lookups: int, console: Console) -> dict[s
     events = load_events(SOURCE)
     rng = np.random.default_rng(0)
     picks = rng.integers(0, len(events), lookups)
-    rows = [{USER: str(events[USER].iloc[i]), ACCOUNT: str(events[ACCOUNT].iloc[i])} for i in picks]
-    for row in rows[:50]:  # warm-up: connections, registry cache
+    # As a client names them (OnlineReader keys the author by user_key, as serving does)…
+    rows = [{USER: author(events, i), ACCOUNT: str(events[ACCOUNT].iloc[i])} for i in picks]
+    # … and as the store holds them (online_features takes the keys as stored).
+    stored = [
+        {USER: str(events[USER].iloc[i]), ACCOUNT: str(events[ACCOUNT].iloc[i])} for i in picks
+    ]
+    for row in stored[:50]:  # warm-up: connections, registry cache
         online_features(repository, [row])
     reader = OnlineReader(settings, FEATURES, socket_timeout=1.0)
     out: dict[str, object] = {"store": settings.features_online_store, "n": lookups}
-    for name, lookup in (
-        ("online_features", lambda row: online_features(repository, [row])),
-        ("OnlineReader", lambda row: reader.read(row[USER], row[ACCOUNT])),
+    for name, lookup, keys in (
+        ("online_features", lambda row: online_features(repository, [row]), stored),
+        ("OnlineReader", lambda row: reader.read(row[USER], row[ACCOUNT]), rows),
     ):
         timings = []
-        for row in rows:
+        for row in keys:
             started = time.perf_counter()
             lookup(row)
             timings.append(time.perf_counter() - started)
@@ -174,7 +194,7 @@ def predict_latency(
         for name, keys in (
             (
                 keyed,
-                {"user_id": str(events[USER].iloc[i]), "account": str(events[ACCOUNT].iloc[i])},
+                {"user_id": author(events, i), "account": str(events[ACCOUNT].iloc[i])},
             ),
             (unkeyed, {}),
         )

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from sentiment_mlops.config import Settings
-from sentiment_mlops.features.events import prepare_events
+from sentiment_mlops.features.events import prepare_events, user_key
 from sentiment_mlops.features.feast_import import feast_imported
 
 
@@ -42,9 +42,11 @@ def feature_settings(tmp_path: Path, clean_env: None) -> Settings:
 
 
 def events(*rows: tuple[str, str, str, str, str]) -> pd.DataFrame:
-    """Hand-made events: (id, time, user, account, label)."""
+    """Hand-made events: (id, time, user, account, label), the user keyed by `user_key`
+    as training keys the context file's authors."""
     frame = pd.DataFrame(
         rows, columns=["event_id", "event_timestamp", "user_id", "account", "label"]
     )
+    frame["user_id"] = frame["user_id"].map(user_key)
     frame["text"] = "some text"
     return prepare_events(frame, "test events")

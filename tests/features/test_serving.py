@@ -26,6 +26,7 @@ needs_feast()
 
 from sentiment_mlops.config import Settings, TrainConfig  # noqa: E402
 from sentiment_mlops.features.aggregates import DEFAULTS, FEATURES  # noqa: E402
+from sentiment_mlops.features.events import user_key  # noqa: E402
 from sentiment_mlops.features.repository import (  # noqa: E402
     historical_features,
     materialize,
@@ -102,8 +103,11 @@ def expected(model: Pipeline, values: dict[str, float]) -> dict[str, float]:
 
 
 def offline(settings: Settings, user: str, account: str) -> dict[str, float]:
-    """What training's point-in-time join gives for the entity at AS_OF."""
-    frame = pd.DataFrame({"user_id": [user], "account": [account], "event_timestamp": [AS_OF]})
+    """What training's point-in-time join gives for the entity at AS_OF (the user by the
+    key the store holds)."""
+    frame = pd.DataFrame(
+        {"user_id": [user_key(user)], "account": [account], "event_timestamp": [AS_OF]}
+    )
     joined = historical_features(open_repository(settings), frame)
     return {name: float(joined.loc[0, name]) for name in FEATURES}
 

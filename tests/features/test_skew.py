@@ -15,6 +15,7 @@ needs_feast()
 
 from sentiment_mlops.config import Settings  # noqa: E402
 from sentiment_mlops.features.aggregates import DEFAULTS, FEATURES  # noqa: E402
+from sentiment_mlops.features.events import user_key  # noqa: E402
 from sentiment_mlops.features.repository import (  # noqa: E402
     Repository,
     historical_features,
@@ -44,7 +45,10 @@ def repository(request: pytest.FixtureRequest, feature_settings: Settings) -> It
 def test_online_equals_offline_after_materialising(repository: Repository) -> None:
     write_offline(repository, events(*EVENTS))
     materialize(repository, AS_OF)
-    keys = [("ann", "Delta"), ("bob", "United"), ("bob", "Delta"), ("nobody", "Nowhere")]
+    keys = [
+        (user_key(user), account)
+        for user, account in (("ann", "Delta"), ("bob", "United"), ("bob", "Delta"), ("x", "y"))
+    ]
     offline = historical_features(
         repository,
         pd.DataFrame(

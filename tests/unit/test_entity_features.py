@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sentiment_mlops.checksums import text_sha256
 from sentiment_mlops.config import CalibrationConfig, TrainConfig
 from sentiment_mlops.data import DataError, LabelledTexts
 from sentiment_mlops.features.aggregates import FEATURES, account_rows, user_rows
@@ -87,11 +88,17 @@ def test_nb_scaling_with_entity_features_is_refused() -> None:
         build_pipeline(config, NAMES)
 
 
-def test_events_keep_one_row_per_id_sorted_by_time(tweets: pd.DataFrame) -> None:
+def test_events_keep_one_row_per_id_sorted_by_time(
+    tweets: pd.DataFrame, context_file: Path
+) -> None:
     assert len(tweets) == 14640 - 155
     assert tweets["event_id"].is_unique
     assert tweets[TIMESTAMP].is_monotonic_increasing
     assert str(tweets[TIMESTAMP].dt.tz) == "UTC"
+    # authors are their user_key (the SHA-256 the prediction log keeps), never the name
+    first = pd.read_csv(context_file, dtype=str, nrows=1).iloc[0]
+    row = tweets[tweets["event_id"] == first["tweet_id"]].iloc[0]
+    assert row["user_id"] == text_sha256(first["user"].strip())
 
 
 def test_bad_context_file_is_a_clear_error(tmp_path: Path) -> None:

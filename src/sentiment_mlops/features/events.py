@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sentiment_mlops.checksums import text_sha256
 from sentiment_mlops.data import DataError, read_table
 
 # Column names in the entity rows Feast joins on (the entities' join keys) and in events.
@@ -21,6 +22,13 @@ USER = "user_id"
 ACCOUNT = "account"
 LABEL = "label"
 TEXT = "text"
+
+
+def user_key(user_id: str) -> str:
+    """The `user` entity's key for a user id: its SHA-256, the `subject_hash` the prediction
+    log keeps. Training (the context file's authors), serving (the request's `user_id`) and
+    materialising (the log) all key users by it, so the feature store never holds an id."""
+    return text_sha256(user_id)
 
 
 def load_events(
@@ -37,7 +45,8 @@ def load_events(
 
     A repeated id is the same event written twice (the airline file repeats 155 tweets, a
     few with different crowd labels): counting it twice would inflate its author's history
-    and put one text in both halves of a split, so the first row of each id is kept.
+    and put one text in both halves of a split, so the first row of each id is kept. Authors
+    become their `user_key`.
     """
     frame = read_table(path)
     columns = {
@@ -54,8 +63,9 @@ def load_events(
             f"{path}: entity features need the columns {', '.join(columns)}; "
             f"missing {', '.join(missing)}"
         )
-    events = frame[list(columns)].rename(columns=columns)
-    return prepare_events(events, str(path))
+    events = prepare_events(frame[list(columns)].rename(columns=columns), str(path))
+    events[USER] = events[USER].map(user_key).astype(object)
+    return events
 
 
 def prepare_events(events: pd.DataFrame, source: str) -> pd.DataFrame:

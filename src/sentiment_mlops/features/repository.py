@@ -31,7 +31,7 @@ from sentiment_mlops.features.aggregates import (
     account_rows,
     user_rows,
 )
-from sentiment_mlops.features.events import ACCOUNT, TIMESTAMP, USER
+from sentiment_mlops.features.events import ACCOUNT, TIMESTAMP, USER, user_key
 from sentiment_mlops.features.feast_import import feast_imported
 
 feast_imported()  # before `from feast import …`: see feast_import.py
@@ -249,10 +249,11 @@ class OnlineReader:
             _without_retries(self.store)
 
     def read(self, user_id: str | None, account: str | None) -> dict[str, float | None]:
-        """The model's features for one entity row; None where the store holds no value
-        (an entity it does not know, or a key not given)."""
+        """The model's features for one entity row (`user_id` as the request gave it: it is
+        looked up by its `user_key`); None where the store holds no value (an entity it does
+        not know, or a key not given)."""
         # A key not given is asked as "", which no entity has: its features come back None.
-        row = {USER: user_id or "", ACCOUNT: account or ""}
+        row = {USER: user_key(user_id) if user_id else "", ACCOUNT: account or ""}
         found = self.store.get_online_features(features=self.service, entity_rows=[row])
         values = found.to_dict()
         return {
