@@ -141,6 +141,7 @@ def _row(
         "text_sha256": "0" * 64,
         "text_length": 20,
         "subject_hash": None,
+        "account": None,
         "text": None,
         "latency_ms": 0.2 + (version % 3) * 0.05,
         "shadow_of": shadow_of,

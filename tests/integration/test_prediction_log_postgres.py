@@ -207,7 +207,7 @@ def test_workers_migrating_at_once_build_the_tables_once(log_url: str) -> None:
     assert {"predictions", "feedback", VERSION_TABLE} <= set(inspect(engine).get_table_names())
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-        assert context.get_current_revision() == "0001"
+        assert context.get_current_revision() == "0002"
         assert compare_metadata(context, metadata) == []
     databases[0].downgrade("base")
     assert "predictions" not in inspect(engine).get_table_names()

@@ -45,13 +45,38 @@ def test_migrations_build_the_tables_of_the_contract_and_can_be_undone(tmp_path:
     assert set(inspect(db.engine).get_table_names()) == TABLES
     with db.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-        assert context.get_current_revision() == "0001"
+        assert context.get_current_revision() == "0002"
         assert compare_metadata(context, metadata) == [], "migrations differ from predictions.py"
     db.downgrade("base")
     assert set(inspect(db.engine).get_table_names()) == {VERSION_TABLE}
     db.migrate()
     assert set(inspect(db.engine).get_table_names()) == TABLES
     db.dispose()
+
+
+def test_0002_adds_the_account_to_a_log_with_rows_and_takes_it_back(tmp_path: Path) -> None:
+    db = database(tmp_path / "predictions.db")
+    db.migrate("0001")
+    old = prediction_row(event(), keep_text=False)
+    del old["account"]
+    with db.engine.begin() as connection:
+        connection.execute(predictions.insert().values(**{k: old[k] for k in old}))
+    db.migrate()
+    db.insert([prediction_row(event(account="@united"), keep_text=False)])
+    with db.engine.connect() as connection:
+        accounts = dict(connection.execute(select(predictions.c.id, predictions.c.account)).all())
+    assert sorted(accounts.values(), key=str) == ["@united", None]
+    assert accounts[old["id"]] is None, "earlier rows have no account"
+    db.downgrade("0001")
+    columns = {c["name"] for c in inspect(db.engine).get_columns("predictions")}
+    assert "account" not in columns and "subject_hash" in columns
+    assert len(ids_in_table(db)) == 2, "the rows survive the way back"
+    db.dispose()
+
+
+def ids_in_table(db: LogDatabase) -> list[str]:
+    with db.engine.connect() as connection:
+        return list(connection.exec_driver_sql("SELECT id FROM predictions").scalars())
 
 
 def test_the_file_is_in_wal_mode(tmp_path: Path) -> None:

@@ -72,7 +72,7 @@ def feedback_count(client: TestClient, correct: str) -> float:
 
 def test_each_prediction_is_logged_with_hashes_not_the_text_or_the_user(api: TestClient) -> None:
     text = "Thanks for the great service"
-    answer = predict(api, text, user_id="alice@example.com")
+    answer = predict(api, text, user_id="alice@example.com", account="@united")
     batch = api.post("/predict/batch", json={"texts": ["awful delay", "fine"]}).json()
     rows = written(api)
     row = rows[answer["prediction_id"]]
@@ -82,6 +82,7 @@ def test_each_prediction_is_logged_with_hashes_not_the_text_or_the_user(api: Tes
     assert row["text"] is None
     assert (row["text_sha256"], row["text_length"]) == (sha256(text), len(text))
     assert row["subject_hash"] == sha256("alice@example.com")
+    assert row["account"] == "@united", "the account as given: not personal data"
     assert row["shadow_of"] is None and row["latency_ms"] > 0
     made_ms = prediction_time_ms(answer["prediction_id"])
     assert made_ms is not None
@@ -90,6 +91,7 @@ def test_each_prediction_is_logged_with_hashes_not_the_text_or_the_user(api: Tes
     for p in batch["predictions"]:
         assert rows[p["prediction_id"]]["subject_hash"] == sha256("tester"), "the token's subject"
         assert rows[p["prediction_id"]]["label"] == p["label"]
+        assert rows[p["prediction_id"]]["account"] is None
 
 
 def test_texts_are_logged_when_the_operator_enables_it(

@@ -94,7 +94,7 @@ class Backoff:
 
 def prediction_row(event: PredictionEvent, keep_text: bool) -> Row:
     """The `predictions` row of one event: the text's SHA-256 and length, the subject's
-    SHA-256, and the text itself only if `keep_text`."""
+    SHA-256, the account as given, and the text itself only if `keep_text`."""
     return {
         "id": event.prediction_id,
         "created_at": event.created_at,
@@ -106,6 +106,7 @@ def prediction_row(event: PredictionEvent, keep_text: bool) -> Row:
         "text_sha256": text_sha256(event.text),
         "text_length": len(event.text),
         "subject_hash": None if event.subject is None else text_sha256(event.subject),
+        "account": event.account,
         # PostgreSQL's text type cannot hold NUL; the hash above is of the text as sent
         "text": event.text.replace("\x00", "\ufffd") if keep_text else None,
         "latency_ms": event.latency_ms,

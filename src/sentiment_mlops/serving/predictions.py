@@ -9,8 +9,10 @@ The tables are the contract between the server, which writes them, and the A/B r
   time a prediction was made can be read from its id even after its row is gone); a shadow
   prediction has its own id and `shadow_of` names the primary prediction of the same request,
   which is how the report pairs the two models on the same texts. `subject_hash` is a SHA-256
-  of the user id (or the token's subject), never the id itself; `text` is kept only when the
-  operator enables it. `latency_ms` is the model's scoring time for the request.
+  of the user id (or the token's subject), never the id itself; `account` is the account the
+  request said the text addresses (an airline's handle, not personal data), kept as given for
+  the feature store's `account` entity; `text` is kept only when the operator enables it.
+  `latency_ms` is the model's scoring time for the request.
 - `feedback`: the true label of a primary prediction, at most one per prediction.
 """
 
@@ -52,6 +54,7 @@ predictions = Table(
     Column("text_sha256", String(64), nullable=False),
     Column("text_length", Integer, nullable=False),
     Column("subject_hash", String(64)),
+    Column("account", String(256)),
     Column("text", Text),
     Column("latency_ms", Float, nullable=False),
     Column("shadow_of", String(36)),

@@ -46,7 +46,8 @@ class PredictionEvent:
     """One scored text, as the prediction log needs it (serving/predictions.py's columns).
 
     `subject` is the raw user id or token subject (None when neither is known); the log
-    hashes it. `latency_ms` is the scoring time of the whole request the text came in.
+    hashes it. `account` is the account the request named (None if it named none).
+    `latency_ms` is the scoring time of the whole request the text came in.
     `shadow_of` is the primary prediction's id for a shadow prediction, else None.
     """
 
@@ -61,6 +62,7 @@ class PredictionEvent:
     subject: str | None
     latency_ms: float
     shadow_of: str | None
+    account: str | None = None
 
 
 class PredictionSink(Protocol):
@@ -138,7 +140,9 @@ class Predictor:
             proba, seconds = await asyncio.to_thread(_timed, model.scorer, texts, row)
         else:
             proba, seconds = _timed(model.scorer, texts, row)
-        answer = self._answer(model, route.experiment, texts, proba, seconds, subject, None, row)
+        answer = self._answer(
+            model, route.experiment, texts, proba, seconds, (subject, keys.account), None, row
+        )
         if route.shadow is not None:
             self._start_shadow(route.shadow, route.shadow_model, texts, answer, subject, keys)
         return answer
@@ -159,11 +163,13 @@ class Predictor:
         texts: Sequence[str],
         proba: np.ndarray,
         seconds: float,
-        subject: str | None,
+        asked_by: tuple[str | None, str | None],
         shadow_of: Sequence[str] | None,
         entity_row: EntityRow | None,
     ) -> Answer:
-        """Labels, ids, metrics and sink events for one request's scored texts."""
+        """Labels, ids, metrics and sink events for one request's scored texts; `asked_by`
+        is the request's (subject, account)."""
+        subject, account = asked_by
         version, variant = str(model.version), model.alias
         metrics = self._metrics
         metrics.inference_duration.labels(version, variant).observe(seconds)
@@ -195,6 +201,7 @@ class Predictor:
                     subject=subject,
                     latency_ms=latency_ms,
                     shadow_of=shadow_of[i] if shadow_of is not None else None,
+                    account=account,
                 )
             )
         self._sink.record(events)
@@ -238,7 +245,14 @@ class Predictor:
             )
             primary_ids = [p.prediction_id for p in primary.predictions]
             self._answer(
-                model, primary.experiment, texts, proba, seconds, subject, primary_ids, row
+                model,
+                primary.experiment,
+                texts,
+                proba,
+                seconds,
+                (subject, keys.account),
+                primary_ids,
+                row,
             )
         except Exception as exc:  # a shadow's failure is its own, never the request's
             self._metrics.shadow_dropped.labels(model.alias, "error").inc()
