@@ -144,3 +144,30 @@ def test_fingerprint_covers_entity_features() -> None:
     changed = LabelledTexts(["a", "b"], ["x", "y"], "s", [], np.ones((2, 1)), ("f",))
     assert len({plain.fingerprint(), with_features.fingerprint(), changed.fingerprint()}) == 3
     assert with_features.subset([1], "s", []).entities.shape == (1, 1)  # type: ignore[union-attr]
+
+
+def test_live_events_count_every_prediction_and_share_labels_from_when_they_are_known() -> None:
+    """The prediction log's events: a label (feedback) comes later or never, and a key may
+    be missing (no user id, no account)."""
+    frame = pd.DataFrame(
+        {
+            "event_id": ["p1", "p2", "p3", "p4"],
+            "event_timestamp": [f"2026-01-01T{h}:00:00Z" for h in ("10", "11", "12", "14")],
+            "user_id": ["u", "u", None, "u"],
+            "account": ["A", "A", "A", None],
+            "label": ["negative", None, "positive", "neutral"],
+            # p3's feedback comes two days later: after p3 has left A's 24 h window
+            "labelled_at": ["2026-01-01T10:30Z", None, "2026-01-03T12:00Z", "2026-01-01T14:05Z"],
+        }
+    )
+    events = prepare_events(frame, "log", complete=False)
+    users = user_rows(events).set_index("event_timestamp")
+    assert users["user_tweets"].tolist() == [1, 1, 2, 3, 3]
+    assert users["user_negative_share"].tolist() == [0.0, 1.0, 1.0, 1.0, 0.5]
+    assert users.loc["2026-01-01T14:05:00Z", "user_neutral_share"] == 0.5
+    accounts = account_rows(events).set_index("event_timestamp")
+    assert accounts["account_tweets_24h"].tolist() == [1, 1, 2, 3, 2, 1, 0]
+    assert accounts["account_negative_share_24h"].tolist() == [0, 1, 1, 1, 0, 0, 0]
+    assert (accounts["account_positive_share_24h"] == 0).all(), "p3's label came too late"
+    with pytest.raises(DataError, match="empty at rows"):
+        prepare_events(frame, "file")

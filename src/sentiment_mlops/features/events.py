@@ -22,6 +22,8 @@ USER = "user_id"
 ACCOUNT = "account"
 LABEL = "label"
 TEXT = "text"
+# When an event's label became known, if not at the event's own time (feedback: later).
+LABELLED_AT = "labelled_at"
 
 
 def user_key(user_id: str) -> str:
@@ -68,40 +70,45 @@ def load_events(
     return events
 
 
-def prepare_events(events: pd.DataFrame, source: str) -> pd.DataFrame:
+def prepare_events(events: pd.DataFrame, source: str, *, complete: bool = True) -> pd.DataFrame:
     """Validate and normalise an events frame with the columns above: ids and keys as
-    Python strings, times as UTC, sorted by time (stable), duplicate ids dropped."""
-    out = pd.DataFrame(
-        {
-            EVENT_ID: _strings(events[EVENT_ID], source, EVENT_ID),
-            TIMESTAMP: _times(events[TIMESTAMP], source),
-            USER: _strings(events[USER], source, USER),
-            ACCOUNT: _strings(events[ACCOUNT], source, ACCOUNT),
-            TEXT: _strings(events[TEXT], source, TEXT),
-            LABEL: _strings(events[LABEL], source, LABEL),
-        }
-    )
+    Python strings, times as UTC, sorted by time (stable), duplicate ids dropped (the first
+    kept). `text` is kept when present (training needs it, the aggregates do not). Without
+    `complete` (the prediction log's events) an event may lack a label or one of its keys
+    (None), and `labelled_at` says when a label became known."""
+    columns = {
+        EVENT_ID: _strings(events[EVENT_ID], source, EVENT_ID),
+        TIMESTAMP: _times(events[TIMESTAMP], source, TIMESTAMP),
+        USER: _strings(events[USER], source, USER, required=complete),
+        ACCOUNT: _strings(events[ACCOUNT], source, ACCOUNT, required=complete),
+        LABEL: _strings(events[LABEL], source, LABEL, required=complete),
+    }
+    if TEXT in events.columns:
+        columns[TEXT] = _strings(events[TEXT], source, TEXT)
+    if LABELLED_AT in events.columns:
+        columns[LABELLED_AT] = _times(events[LABELLED_AT], source, LABELLED_AT, required=False)
+    out = pd.DataFrame(columns)
     out = out[~out[EVENT_ID].duplicated(keep="first")]
     return out.sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
 
 
-def _strings(column: pd.Series, source: str, name: str) -> pd.Series:
+def _strings(column: pd.Series, source: str, name: str, *, required: bool = True) -> pd.Series:
     values = [
         "" if value is None or value is pd.NA or value != value else str(value).strip()
         for value in column.to_numpy(dtype=object)
     ]
     empty = np.flatnonzero([not value for value in values])
-    if len(empty):
+    if len(empty) and required:
         raise DataError(f"{source}: column '{name}': empty at rows {empty[:5].tolist()}")
-    return pd.Series(values, index=column.index, dtype=object)
+    return pd.Series([value or None for value in values], index=column.index, dtype=object)
 
 
-def _times(column: pd.Series, source: str) -> pd.Series:
+def _times(column: pd.Series, source: str, name: str, *, required: bool = True) -> pd.Series:
     parsed = pd.to_datetime(column, utc=True, errors="coerce")
-    bad = parsed.isna().to_numpy()
-    if bad.any():
-        rows = np.flatnonzero(bad)[:5].tolist()
-        raise DataError(f"{source}: column '{TIMESTAMP}': not a timestamp at rows {rows}")
+    bad = (parsed.isna() & column.notna()).to_numpy() if not required else parsed.isna()
+    if np.asarray(bad).any():
+        rows = np.flatnonzero(np.asarray(bad))[:5].tolist()
+        raise DataError(f"{source}: column '{name}': not a timestamp at rows {rows}")
     return parsed.astype("datetime64[ns, UTC]")
 
 
