@@ -47,6 +47,11 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(token_app, name="token")
 ab_app = typer.Typer(help="A/B experiments, read from the prediction log.", no_args_is_help=True)
 app.add_typer(ab_app, name="ab")
+features_app = typer.Typer(
+    help="The feature store (the `features` extra): entity features for training and serving.",
+    no_args_is_help=True,
+)
+app.add_typer(features_app, name="features")
 
 # Piped output (CI logs, files) gets room for the tables instead of rich's 80-column default.
 _WIDTH = None if sys.stdout.isatty() else 120
@@ -599,6 +604,51 @@ def ab_report(
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print_report(report, out)
+
+
+@features_app.command("materialize")
+def features_materialize(
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Only predictions made or given feedback since an ISO date/time (UTC unless "
+            "it has an offset) or a duration ago (30m, 24h, 7d); default: the whole log"
+        ),
+    ] = None,
+) -> None:
+    """Add the prediction log's predictions and feedback to the feature store and push every
+    user's and account's latest features into the online store (SENTIMENT_FEATURES_*)."""
+    from sentiment_mlops.abtest.log import parse_since
+    from sentiment_mlops.data import DataError
+
+    try:
+        start = None if since is None else parse_since(since)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--since'") from exc
+    from sentiment_mlops.features.feast_import import feast_imported
+    from sentiment_mlops.features.live import materialize_log
+
+    try:
+        feast_imported()
+    except ImportError as exc:
+        err.print(
+            f"[bold red]error:[/] the feature store needs the `features` extra "
+            f"(pip install '.\\[features]'): {exc}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from exc
+    from sqlalchemy.exc import SQLAlchemyError
+
+    with _user_errors(DataError, SQLAlchemyError):
+        done = materialize_log(Settings(), start)
+    out.print(
+        f"Read {done.read} predictions from the log ({done.labelled} with feedback); the "
+        f"feature store holds {done.stored} events; online features as of "
+        f"{done.end.isoformat(timespec='seconds')}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()

@@ -47,6 +47,14 @@ def container(deployment: Manifest, name: str) -> dict[str, Any]:
     return match
 
 
+def pod_templates(objects: list[Manifest]) -> Iterator[tuple[str, Manifest]]:
+    """(name, pod template) of every Deployment and CronJob."""
+    for deployment in kinds(objects, "Deployment"):
+        yield deployment["metadata"]["name"], deployment["spec"]["template"]
+    for job in kinds(objects, "CronJob"):
+        yield job["metadata"]["name"], job["spec"]["jobTemplate"]["spec"]["template"]
+
+
 def config_data(objects: list[Manifest]) -> dict[str, str]:
     return dict(find(objects, "ConfigMap", "ml-service-config")["data"])
 
@@ -217,9 +225,8 @@ def test_every_pod_is_locked_down(rendered: Objects, overlay: str) -> None:
         assert ("automountServiceAccountToken", True) not in walk(manifest)
     for account in kinds(objects, "ServiceAccount"):
         assert account["automountServiceAccountToken"] is False
-    for deployment in kinds(objects, "Deployment"):
-        name = deployment["metadata"]["name"]
-        pod = deployment["spec"]["template"]["spec"]
+    for name, template in pod_templates(objects):
+        pod = template["spec"]
         assert pod["automountServiceAccountToken"] is False, name
         assert pod["enableServiceLinks"] is False, name
         assert pod["serviceAccountName"] == name
@@ -318,12 +325,12 @@ def test_the_autoscaler_scales_on_cpu_and_on_request_rate(rendered: Objects) -> 
 def test_every_pod_has_a_network_policy_both_ways(rendered: Objects, overlay: str) -> None:
     objects = rendered[overlay]
     policies = kinds(objects, "NetworkPolicy")
-    for deployment in kinds(objects, "Deployment"):
-        labels = deployment["spec"]["template"]["metadata"]["labels"]
+    for name, template in pod_templates(objects):
+        labels = template["metadata"]["labels"]
         covering = [
             p for p in policies if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
         ]
-        assert covering, deployment["metadata"]["name"]
+        assert covering, name
         assert {"Ingress", "Egress"} <= {t for p in covering for t in p["spec"]["policyTypes"]}
 
 
@@ -389,3 +396,33 @@ def test_prometheus_rule_files_are_the_compose_stacks(rendered: Objects) -> None
         assert files[name] == source.read_text(encoding="utf-8"), (
             f"copy {source.relative_to(ROOT)} to deploy/k8s/base/prometheus/"
         )
+
+
+def test_prod_materialises_features_from_the_log_on_a_schedule(rendered: Objects) -> None:
+    objects = rendered["prod"]
+    job = find(objects, "CronJob", "features-materialize")
+    api = container(find(objects, "Deployment", "ml-service"), "ml-service")
+    spec = job["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["suspend"] is True, "until the image carries the `features` extra"
+    pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+    (runner,) = pod["containers"]
+    assert runner["image"] == api["image"], "the project image, as the overlay sets it"
+    assert runner["args"] == ["features", "materialize"]
+    env = {item["name"]: item for item in runner["env"]}
+    settings = Settings(
+        features_dir=env["SENTIMENT_FEATURES_DIR"]["value"],
+        features_online_store=env["SENTIMENT_FEATURES_ONLINE_STORE"]["value"],
+        features_redis=env["SENTIMENT_FEATURES_REDIS"]["value"],
+    )
+    assert settings.features_online_store == "redis"
+    assert env["SENTIMENT_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "ml-service-secrets",
+        "key": "database-url",
+    }
+    mounts = {m["mountPath"]: m["name"] for m in runner["volumeMounts"]}
+    assert mounts[env["SENTIMENT_FEATURES_DIR"]["value"]] == "features"
+    claims = {v["name"]: v.get("persistentVolumeClaim") for v in pod["volumes"]}
+    assert claims["features"] == {"claimName": "feature-store"}
+    find(objects, "PersistentVolumeClaim", "feature-store")
+    assert not kinds(rendered["dev"], "CronJob")

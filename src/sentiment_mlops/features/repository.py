@@ -31,7 +31,16 @@ from sentiment_mlops.features.aggregates import (
     account_rows,
     user_rows,
 )
-from sentiment_mlops.features.events import ACCOUNT, TIMESTAMP, USER, user_key
+from sentiment_mlops.features.events import (
+    ACCOUNT,
+    EVENT_ID,
+    LABEL,
+    LABELLED_AT,
+    TIMESTAMP,
+    USER,
+    prepare_events,
+    user_key,
+)
 from sentiment_mlops.features.feast_import import feast_imported
 
 feast_imported()  # before `from feast import …`: see feast_import.py
@@ -41,6 +50,8 @@ from feast.repo_config import RepoConfig  # noqa: E402
 from feast.types import Float64, Int64  # noqa: E402
 from feast.value_type import ValueType  # noqa: E402
 
+EVENTS = "events"  # the events the feature rows are computed from (data/events.parquet)
+STORED_COLUMNS = (EVENT_ID, TIMESTAMP, USER, ACCOUNT, LABEL, LABELLED_AT)
 FEATURE_REFS: tuple[str, ...] = (
     *(f"{USER_VIEW}:{name}" for name in USER_FEATURES),
     *(f"{ACCOUNT_VIEW}:{name}" for name in ACCOUNT_FEATURES),
@@ -147,12 +158,35 @@ def _field(name: str) -> Field:
 
 
 def write_offline(repository: Repository, events: pd.DataFrame) -> None:
-    """Compute the feature rows from events and replace the offline Parquet files."""
+    """Make `events` the repository's events (kept in `events.parquet`, without texts) and
+    replace the offline Parquet files with the feature rows computed from them."""
+    kept = events[[c for c in STORED_COLUMNS if c in events.columns]]
+    _write_parquet(kept, repository.parquet(EVENTS))
     for view, rows in ((USER_VIEW, user_rows(events)), (ACCOUNT_VIEW, account_rows(events))):
-        path = repository.parquet(view)
-        tmp = path.with_suffix(".parquet.tmp")
-        rows.to_parquet(tmp, index=False)
-        tmp.replace(path)
+        _write_parquet(rows, repository.parquet(view))
+
+
+def add_events(repository: Repository, events: pd.DataFrame) -> int:
+    """Add `events` to those the repository holds and recompute the offline feature rows
+    from all of them; how many events it then holds. An id it holds already is replaced by
+    the new read (a prediction that has since got feedback). Every row for a time before
+    the new events stays as it was, so this appends, and adding the same events again
+    changes nothing."""
+    path = repository.parquet(EVENTS)
+    if path.exists():
+        held = pd.read_parquet(path)
+        new = events[[c for c in STORED_COLUMNS if c in events.columns]]
+        events = pd.concat([held, new], ignore_index=True)
+        events = events[~events[EVENT_ID].duplicated(keep="last")]
+        events = prepare_events(events, str(path), complete=False)
+    write_offline(repository, events)
+    return len(events)
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_suffix(".parquet.tmp")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
 
 
 def historical_features(repository: Repository, entity_rows: pd.DataFrame) -> pd.DataFrame:
