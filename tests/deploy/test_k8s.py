@@ -14,7 +14,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from sentiment_mlops.cli import app
 from sentiment_mlops.config import Settings
 from sentiment_mlops.serving.metrics import Metrics
 from sentiment_mlops.serving.server import uvicorn_options
@@ -409,6 +411,8 @@ def test_prod_materialises_features_from_the_log_on_a_schedule(rendered: Objects
     (runner,) = pod["containers"]
     assert runner["image"] == api["image"], "the project image, as the overlay sets it"
     assert runner["args"] == ["features", "materialize"]
+    usage = CliRunner().invoke(app, [*runner["args"], "--help"])
+    assert usage.exit_code == 0, usage.output
     env = {item["name"]: item for item in runner["env"]}
     settings = Settings(
         features_dir=env["SENTIMENT_FEATURES_DIR"]["value"],
