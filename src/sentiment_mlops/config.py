@@ -208,6 +208,9 @@ class VectorizerConfig(BaseModel):
     max_df: int | float = 1.0
     max_features: int | None = 500_000
     sublinear_tf: bool = True
+    binary: bool = False
+    use_idf: bool = True
+    norm: Literal["l1", "l2"] | None = "l2"
     strip_accents: Literal["ascii", "unicode"] | None = None
     token_pattern: str = r"(?u)\b\w\w+\b"
 
@@ -246,6 +249,9 @@ class CharVectorizerConfig(BaseModel):
     max_df: int | float = 1.0
     max_features: int | None = 500_000
     sublinear_tf: bool = True
+    binary: bool = False
+    use_idf: bool = True
+    norm: Literal["l1", "l2"] | None = "l2"
 
 
 class NBScalingConfig(BaseModel):
