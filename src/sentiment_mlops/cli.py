@@ -178,6 +178,13 @@ def train(
             help="random (stratified) or time (test on the latest events); default: config"
         ),
     ] = None,
+    validation_data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Labelled rows like those the model will score, to fit the probability "
+            "calibrator on instead of CV folds of --data (needs calibration.method)"
+        ),
+    ] = None,
 ) -> None:
     """Train on a dataset, evaluate, and register the model as a new version."""
     from sentiment_mlops.evaluate import print_report
@@ -189,7 +196,7 @@ def train(
             out.print(f"Champion is version {current}; not training (drop --if-no-champion).")
             return
         train_config = with_feature_options(load_train_config(config), features, split)
-        spec = DataSpec(data, test_data, text_column, label_column, encoding)
+        spec = DataSpec(data, test_data, text_column, label_column, encoding, validation_data)
         result, version = _train_and_register(spec, train_config, registry, alias)
     print_report(result.report, out)
     aliases = f" ({', '.join(version.aliases)})" if version.aliases else ""

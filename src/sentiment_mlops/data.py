@@ -77,10 +77,12 @@ class LabelledTexts:
 
 @dataclass(frozen=True)
 class Split:
-    """A training set and the held-out set it is judged on."""
+    """A training set, the held-out set it is judged on and, if given, a validation set the
+    probability calibrator is fitted on (`--validation-data`)."""
 
     train: LabelledTexts
     test: LabelledTexts
+    validation: LabelledTexts | None = None
 
 
 def _row_error(source: str, rows: Sequence[int], column: str, problem: str) -> DataError:

@@ -26,6 +26,7 @@ import pandas as pd
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import FeatureUnion, Pipeline
@@ -53,6 +54,7 @@ TRUSTED_TYPES = (
     "sentiment_mlops.text.TextPreprocessor",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
+    "sklearn.frozen._frozen.FrozenEstimator",
     "sklearn.model_selection._split.StratifiedKFold",
 )
 
@@ -81,8 +83,9 @@ def build_vectorizer(config: TrainConfig) -> TfidfVectorizer | FeatureUnion:
     return FeatureUnion([("word", word), ("char", char)])
 
 
-def build_classifier(config: TrainConfig) -> Any:
-    """Logistic regression, on NB-scaled features if asked, calibrated if asked.
+def build_classifier(config: TrainConfig, calibrate: bool = True) -> Any:
+    """Logistic regression, on NB-scaled features if asked, calibrated if asked (and
+    `calibrate`: False leaves it to `calibrate_on`, fitted on validation data).
 
     Calibration is fitted by stratified, shuffled k-fold CV on out-of-fold decisions
     (`ensemble=False`): one classifier refitted on all the data serves, with one calibrator
@@ -99,7 +102,7 @@ def build_classifier(config: TrainConfig) -> Any:
         )
     else:
         classifier = LogisticRegression(**options, random_state=config.seed)
-    if config.calibration.method == "none":
+    if config.calibration.method == "none" or not calibrate:
         return classifier
     return CalibratedClassifierCV(
         classifier,
@@ -109,9 +112,12 @@ def build_classifier(config: TrainConfig) -> Any:
     )
 
 
-def build_pipeline(config: TrainConfig, entity_features: Sequence[str] = ()) -> Pipeline:
+def build_pipeline(
+    config: TrainConfig, entity_features: Sequence[str] = (), calibrate: bool = True
+) -> Pipeline:
     """The whole model: preprocessing (if any), features, classifier, every option from
     `config`; with `entity_features`, those numeric columns standardised beside the text's.
+    `calibrate=False` builds it uncalibrated, for `calibrate_on` after fitting.
 
     NB scaling needs non-negative features, which standardised columns are not: it is
     refused with entity features.
@@ -120,7 +126,7 @@ def build_pipeline(config: TrainConfig, entity_features: Sequence[str] = ()) -> 
     steps: list[tuple[str, Any]] = [] if preprocessor is None else [(PREPROCESS_STEP, preprocessor)]
     steps.append((VECTORIZER_STEP, build_vectorizer(config)))
     if not entity_features:
-        return Pipeline([*steps, (CLASSIFIER_STEP, build_classifier(config))])
+        return Pipeline([*steps, (CLASSIFIER_STEP, build_classifier(config, calibrate))])
     if config.nb_scaling.enabled:
         raise ValueError("nb_scaling cannot be combined with entity features")
     columns = ColumnTransformer(
@@ -130,7 +136,30 @@ def build_pipeline(config: TrainConfig, entity_features: Sequence[str] = ()) -> 
         ],
         sparse_threshold=1.0,
     )
-    return Pipeline([(COLUMNS_STEP, columns), (CLASSIFIER_STEP, build_classifier(config))])
+    return Pipeline(
+        [(COLUMNS_STEP, columns), (CLASSIFIER_STEP, build_classifier(config, calibrate))]
+    )
+
+
+def calibrate_on(
+    pipeline: Pipeline, texts: Sequence[str], labels: Sequence[str], config: TrainConfig
+) -> Pipeline:
+    """Calibrate a fitted, uncalibrated text pipeline on held-out rows, in place.
+
+    For training rows unlike what will be scored: SST-2's training phrases make out-of-fold
+    decisions look surer than they are on whole sentences, so a calibrator fitted by CV on
+    them is overconfident there. The classifier is frozen (fitted once, on all the training
+    data) and only the calibrator (`config.calibration.method`) is fitted on these rows; the
+    result is the same CalibratedClassifierCV step that CV calibration leaves, which the
+    compiled scorer reads.
+    """
+    features = pipeline[:-1].transform(texts)
+    name, classifier = pipeline.steps[-1]
+    calibrated = CalibratedClassifierCV(
+        FrozenEstimator(classifier), method=config.calibration.method
+    )
+    pipeline.steps[-1] = (name, calibrated.fit(features, list(labels)))
+    return pipeline
 
 
 def entity_features(pipeline: Pipeline) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ from scipy.special import expit
 from sklearn.calibration import CalibratedClassifierCV, _SigmoidCalibration
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.frozen import FrozenEstimator
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
@@ -556,7 +557,10 @@ def _calibrated(classifier: CalibratedClassifierCV) -> tuple[list[Any], Link]:
     models, columns, class_indices, calibrators = [], [], [], []
     start = 0
     for member in classifier.calibrated_classifiers_:
-        model = _linear(member.estimator)
+        estimator = member.estimator
+        if isinstance(estimator, FrozenEstimator):  # calibrated on validation data
+            estimator = estimator.estimator
+        model = _linear(estimator)
         width = len(model.coef_)
         models.append(model)
         columns.append(slice(start, start + width))

@@ -8,7 +8,7 @@ model tests run without importing it, and bad input or a crash mid-fit leaves no
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,10 @@ from threadpoolctl import threadpool_limits
 from sentiment_mlops import data as data_mod
 from sentiment_mlops import datasets
 from sentiment_mlops.config import TrainConfig
-from sentiment_mlops.data import Split
+from sentiment_mlops.data import LabelledTexts, Split
 from sentiment_mlops.evaluate import EvaluationReport, evaluate, save_report
 from sentiment_mlops.features.aggregates import FEATURE_SERVICE
-from sentiment_mlops.model import build_pipeline, model_input, plain_vocabulary
+from sentiment_mlops.model import build_pipeline, calibrate_on, model_input, plain_vocabulary
 
 CONFIG_FILE = "train_config.json"
 
@@ -35,6 +35,7 @@ class DataSpec:
     text_column: str = "text"
     label_column: str = "label"
     encoding: str = "utf-8"
+    validation_path: Path | None = None
 
     def describe(self) -> str:
         return str(self.path) if self.path else datasets.BUILTIN_NAME
@@ -71,6 +72,9 @@ class TrainResult:
             "data.n_test": len(self.split.test),
             "data.classes": self.split.train.classes,
         }
+        if self.split.validation is not None:
+            params["data.validation_source"] = self.split.validation.source
+            params["data.n_validation"] = len(self.split.validation)
         if self.split.train.entity_names:
             params["features.names"] = ",".join(self.split.train.entity_names)
             params["features.service"] = FEATURE_SERVICE
@@ -89,6 +93,8 @@ class TrainResult:
             "data_fingerprint": self.data_fingerprint,
             "test_fingerprint": self.test_fingerprint,
         }
+        if self.split.validation is not None:
+            tags["validation_fingerprint"] = self.split.validation.fingerprint()
         if self.split.train.entity_names:
             tags["feature_service"] = FEATURE_SERVICE
             tags["features"] = ",".join(self.split.train.entity_names)
@@ -104,6 +110,11 @@ class TrainResult:
 
 def load_split(spec: DataSpec, config: TrainConfig) -> Split:
     """Load, validate and split the data exactly as training will see it."""
+    if spec.validation_path is not None and config.calibration.method == "none":
+        raise data_mod.DataError(
+            "--validation-data is where the probability calibrator is fitted, and "
+            "calibration.method is none: set it to sigmoid or isotonic, or drop the option"
+        )
     if spec.path is None:
         if spec.test_path is not None:
             raise data_mod.DataError(
@@ -121,12 +132,35 @@ def load_split(spec: DataSpec, config: TrainConfig) -> Split:
         full = data_mod.drop_exact_duplicates(full)
     data_mod.check_trainable(full, label_column)
     if spec.test_path is None:
-        return data_mod.split(full, config.test_size, config.seed)
-    test = data_mod.load_labelled(
-        spec.test_path, spec.text_column, spec.label_column, spec.encoding
+        split = data_mod.split(full, config.test_size, config.seed)
+    else:
+        test = data_mod.load_labelled(
+            spec.test_path, spec.text_column, spec.label_column, spec.encoding
+        )
+        data_mod.check_test_labels(full, test, spec.label_column)
+        split = Split(full, test)
+    if spec.validation_path is None:
+        return split
+    return replace(
+        split, validation=load_validation(spec.validation_path, spec, config, split.train)
     )
-    data_mod.check_test_labels(full, test, spec.label_column)
-    return Split(full, test)
+
+
+def load_validation(
+    path: Path, spec: DataSpec, config: TrainConfig, train: LabelledTexts
+) -> LabelledTexts:
+    """The validation file the calibrator is fitted on (it serves nothing else, so
+    `load_split` refuses it with calibration off), with every class of the training data,
+    since the calibrator maps each class's decisions."""
+    validation = data_mod.load_labelled(path, spec.text_column, spec.label_column, spec.encoding)
+    data_mod.check_test_labels(train, validation, spec.label_column)
+    missing = sorted(set(train.labels) - set(validation.labels))
+    if missing:
+        raise data_mod.DataError(
+            f"{validation.source}: no rows of class {', '.join(map(repr, missing))}: the "
+            "calibrator needs every class the model predicts"
+        )
+    return validation
 
 
 def fit(split: Split, config: TrainConfig, spec: DataSpec) -> TrainResult:
@@ -137,12 +171,18 @@ def fit(split: Split, config: TrainConfig, spec: DataSpec) -> TrainResult:
     configuring the process (a notebook, a benchmark, a tuning worker) would otherwise fit
     with a thread per core, measured 3-6x slower on 2 cores.
     """
-    train, test = split.train, split.test
-    pipeline = build_pipeline(config, train.entity_names)
+    train, test, validation = split.train, split.test, split.validation
+    if validation is not None and train.entity_names:
+        raise data_mod.DataError(
+            "--validation-data cannot be combined with entity features: calibrate by CV"
+        )
+    pipeline = build_pipeline(config, train.entity_names, calibrate=validation is None)
     with threadpool_limits(limits=1):
         started = time.perf_counter()
         features = model_input(train.texts, train.entities, train.entity_names)
         plain_vocabulary(pipeline.fit(features, train.labels))
+        if validation is not None:
+            calibrate_on(pipeline, validation.texts, validation.labels, config)
         fit_seconds = time.perf_counter() - started
         proba = pipeline.predict_proba(model_input(test.texts, test.entities, test.entity_names))
     classes = [str(c) for c in pipeline.classes_]

@@ -142,3 +142,27 @@ def test_split_data_is_deduplicated_only_when_configured(
 def test_test_data_without_data_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="--test-data needs --data"):
         load_split(DataSpec(test_path=tmp_path / "t.csv"), TrainConfig())
+
+
+CALIBRATED = TrainConfig.model_validate({"calibration": {"method": "sigmoid", "cv": 2}})
+
+
+def test_validation_data_needs_calibration_on(tmp_path: Path) -> None:
+    train = write_rows(tmp_path / "train.csv", DUPLICATED)
+    validation = write_rows(tmp_path / "val.csv", [("nice film", "pos"), ("poor film", "neg")])
+    spec = DataSpec(train, validation, validation_path=validation)
+    with pytest.raises(DataError, match=r"calibration\.method is none"):
+        load_split(spec, TrainConfig())
+    split = load_split(spec, CALIBRATED)
+    assert split.validation is not None
+    assert split.validation.texts == ["nice film", "poor film"]
+
+
+def test_validation_data_must_hold_every_class_and_no_unknown_one(tmp_path: Path) -> None:
+    train = write_rows(tmp_path / "train.csv", DUPLICATED)
+    one_class = write_rows(tmp_path / "one.csv", [("nice film", "pos"), ("fine film", "pos")])
+    with pytest.raises(DataError, match=r"no rows of class 'neg'"):
+        load_split(DataSpec(train, one_class, validation_path=one_class), CALIBRATED)
+    unknown = write_rows(tmp_path / "unknown.csv", [("ok film", "pos"), ("meh", "mixed")])
+    with pytest.raises(DataError, match=r"row 2, column 'label': label 'mixed'"):
+        load_split(DataSpec(train, one_class, validation_path=unknown), CALIBRATED)
