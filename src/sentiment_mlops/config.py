@@ -252,6 +252,7 @@ class CharVectorizerConfig(BaseModel):
     binary: bool = False
     use_idf: bool = True
     norm: Literal["l1", "l2"] | None = "l2"
+    weight: float = Field(default=1.0, gt=0)
 
 
 class NBScalingConfig(BaseModel):
@@ -293,6 +294,7 @@ class TrainConfig(BaseModel):
     seed: int = 42
     test_size: float = Field(default=0.2, gt=0, lt=1)
     drop_duplicates: bool = True
+    n_jobs: int = Field(default=1, ge=1)
     builtin_classes: list[str] | None = Field(default_factory=lambda: ["negative", "positive"])
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     vectorizer: VectorizerConfig = Field(default_factory=VectorizerConfig)

@@ -68,7 +68,8 @@ def build_preprocessor(config: TrainConfig) -> TextPreprocessor | None:
 
 
 def build_vectorizer(config: TrainConfig) -> TfidfVectorizer | FeatureUnion:
-    """Word TF-IDF, or word and character TF-IDF side by side, each normalised on its own.
+    """Word TF-IDF, or word and character TF-IDF side by side, each normalised on its own,
+    the characters' scaled by `char_vectorizer.weight`.
 
     The config sections are passed through as keyword arguments, so a key added to
     `VectorizerConfig` (and documented in configs/train.yaml) reaches sklearn without touching
@@ -77,10 +78,14 @@ def build_vectorizer(config: TrainConfig) -> TfidfVectorizer | FeatureUnion:
     """
     word = TfidfVectorizer(**config.vectorizer.model_dump())
     char_options = config.char_vectorizer.model_dump()
+    weight = char_options.pop("weight")
     if not char_options.pop("enabled"):
         return word
     char = TfidfVectorizer(analyzer="char_wb", **char_options)
-    return FeatureUnion([("word", word), ("char", char)])
+    weights = None if weight == 1.0 else {"char": weight}
+    return FeatureUnion(
+        [("word", word), ("char", char)], transformer_weights=weights, n_jobs=_jobs(config)
+    )
 
 
 def build_classifier(config: TrainConfig, calibrate: bool = True) -> Any:
@@ -109,7 +114,22 @@ def build_classifier(config: TrainConfig, calibrate: bool = True) -> Any:
         method=config.calibration.method,
         cv=StratifiedKFold(config.calibration.cv, shuffle=True, random_state=config.seed),
         ensemble=False,
+        n_jobs=_jobs(config),
     )
+
+
+def _jobs(config: TrainConfig) -> int | None:
+    return config.n_jobs if config.n_jobs > 1 else None
+
+
+def serial(pipeline: Pipeline) -> Pipeline:
+    """Set every step's `n_jobs` back to one process, in place, once fitted: `n_jobs` speeds
+    up fitting only, and a served or reloaded model must not start worker processes to score
+    (sklearn's path scores with these steps when a model is not compiled)."""
+    pipeline.set_params(
+        **{name: None for name in pipeline.get_params(deep=True) if name.endswith("__n_jobs")}
+    )
+    return pipeline
 
 
 def build_pipeline(

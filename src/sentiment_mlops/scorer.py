@@ -98,6 +98,8 @@ class SklearnScorer:
 TOLERANCE = 1e-12
 
 TfMode = Literal["raw", "sublinear", "binary"]
+# A pipeline's vectorizers in feature order, each with the weight its FeatureUnion gives it.
+Vectorizers = list[tuple[TfidfVectorizer, float]]
 
 
 @dataclass(frozen=True)
@@ -355,7 +357,8 @@ class CompiledLinearScorer:
         Raises NotCompilable naming the step or option that is not compiled, or if the probe
         disagrees (a subclass that changes the maths, an sklearn that changed it).
         """
-        preprocessor, vectorizers, scaler, classifier = _steps(pipeline)
+        preprocessor, weighted, scaler, classifier = _steps(pipeline)
+        vectorizers = [vectorizer for vectorizer, _ in weighted]
         names = entity_features(pipeline)
         linear_models, link = _linear_models_and_link(classifier)
         coef = np.vstack([_dense(model.coef_) for model in linear_models])
@@ -372,9 +375,12 @@ class CompiledLinearScorer:
         if scaler is not None:
             entity = EntityColumns.compile(names, scaler, coef[:, sum(sizes) :])
         offsets = np.cumsum([0, *sizes])
+        # A union weight scales its vectorizer's output, so it scales that table's weights.
         tables = [
-            TermTable.compile(vectorizer, coef[:, start:stop])
-            for vectorizer, start, stop in zip(vectorizers, offsets[:-1], offsets[1:], strict=True)
+            TermTable.compile(vectorizer, coef[:, start:stop] * weight)
+            for (vectorizer, weight), start, stop in zip(
+                weighted, offsets[:-1], offsets[1:], strict=True
+            )
         ]
         scorer = cls(
             classes=[str(label) for label in classifier.classes_],
@@ -453,9 +459,9 @@ def make_scorer(pipeline: Pipeline) -> Scorer:
 
 def _steps(
     pipeline: Pipeline,
-) -> tuple[TextPreprocessor | None, list[TfidfVectorizer], StandardScaler | None, Any]:
-    """The preprocessor, vectorizers, entity scaler (or None) and classifier of a compilable
-    pipeline, or NotCompilable naming what is not."""
+) -> tuple[TextPreprocessor | None, Vectorizers, StandardScaler | None, Any]:
+    """The preprocessor, vectorizers (with their union weights), entity scaler (or None) and
+    classifier of a compilable pipeline, or NotCompilable naming what is not."""
     if isinstance(pipeline, Pipeline) and isinstance(pipeline.steps[0][1], ColumnTransformer):
         return _column_steps(pipeline)
     preprocessor, vectorizers, classifier = _text_steps(pipeline)
@@ -464,7 +470,7 @@ def _steps(
 
 def _column_steps(
     pipeline: Pipeline,
-) -> tuple[TextPreprocessor | None, list[TfidfVectorizer], StandardScaler | None, Any]:
+) -> tuple[TextPreprocessor | None, Vectorizers, StandardScaler | None, Any]:
     """A ColumnTransformer of the text branch and a StandardScaler on the entity columns
     (model.build_pipeline with entity features), then a classifier."""
     if len(pipeline.steps) != 2:
@@ -483,9 +489,7 @@ def _column_steps(
     return preprocessor, vectorizers, scaler, classifier
 
 
-def _text_steps(
-    pipeline: Pipeline,
-) -> tuple[TextPreprocessor | None, list[TfidfVectorizer], Any]:
+def _text_steps(pipeline: Pipeline) -> tuple[TextPreprocessor | None, Vectorizers, Any]:
     if not isinstance(pipeline, Pipeline) or len(pipeline.steps) not in (2, 3):
         raise NotCompilable(
             "expected a Pipeline of [TextPreprocessor,] TfidfVectorizer or a FeatureUnion of "
@@ -502,12 +506,13 @@ def _text_steps(
             )
     features, classifier = steps
     if isinstance(features, FeatureUnion):
-        if features.transformer_weights:
-            raise NotCompilable("FeatureUnion transformer_weights are not compiled")
-        vectorizers = [member for _, member in features.transformer_list]
+        weights = features.transformer_weights or {}
+        vectorizers = [
+            (member, float(weights.get(name, 1.0))) for name, member in features.transformer_list
+        ]
     else:
-        vectorizers = [features]
-    for vectorizer in vectorizers:
+        vectorizers = [(features, 1.0)]
+    for vectorizer, _ in vectorizers:
         _check_vectorizer(vectorizer)
     if not hasattr(classifier, "classes_"):
         raise NotCompilable("the pipeline is not fitted")

@@ -21,7 +21,13 @@ from sentiment_mlops.config import TrainConfig
 from sentiment_mlops.data import LabelledTexts, Split
 from sentiment_mlops.evaluate import EvaluationReport, evaluate, save_report
 from sentiment_mlops.features.aggregates import FEATURE_SERVICE
-from sentiment_mlops.model import build_pipeline, calibrate_on, model_input, plain_vocabulary
+from sentiment_mlops.model import (
+    build_pipeline,
+    calibrate_on,
+    model_input,
+    plain_vocabulary,
+    serial,
+)
 
 CONFIG_FILE = "train_config.json"
 
@@ -180,7 +186,7 @@ def fit(split: Split, config: TrainConfig, spec: DataSpec) -> TrainResult:
     with threadpool_limits(limits=1):
         started = time.perf_counter()
         features = model_input(train.texts, train.entities, train.entity_names)
-        plain_vocabulary(pipeline.fit(features, train.labels))
+        serial(plain_vocabulary(pipeline.fit(features, train.labels)))
         if validation is not None:
             calibrate_on(pipeline, validation.texts, validation.labels, config)
         fit_seconds = time.perf_counter() - started

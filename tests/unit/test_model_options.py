@@ -36,7 +36,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "word-1-3+char": {"vectorizer": {"ngram_range": [1, 3]}, "char_vectorizer": {"enabled": True}},
     "binary-tf": {
         "vectorizer": {"binary": True, "use_idf": False, "norm": None},
-        "char_vectorizer": {"enabled": True, "binary": True, "norm": "l1"},
+        "char_vectorizer": {"enabled": True, "binary": True, "norm": "l1", "weight": 0.4},
     },
     "nb-scaling": {"nb_scaling": {"enabled": True, "beta": 0.25}},
     "sigmoid": {"calibration": {"method": "sigmoid", "cv": 3}},
@@ -108,6 +108,9 @@ def test_term_weighting_options_reach_both_vectorizers() -> None:
     word, char = (member for _, member in union.transformer_list)
     assert (word.binary, word.use_idf, word.norm) == (True, False, None)
     assert (char.binary, char.use_idf, char.norm) == (True, True, "l1")
+    assert union.transformer_weights == {"char": 0.4}
+    plain = build_pipeline(TrainConfig.model_validate(OPTIONS["word-1-3+char"]))["tfidf"]
+    assert plain.transformer_weights is None
 
 
 @pytest.mark.parametrize("option", list(OPTIONS))
