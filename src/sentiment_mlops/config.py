@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     features_online_store: Literal["sqlite", "redis"] = "sqlite"
     features_redis: str = "127.0.0.1:6379"
     features_lookup_timeout_seconds: float = Field(default=0.05, gt=0)
+    # Feast's registry (the applied definitions) in a database every process shares, as a
+    # SQLAlchemy URL (postgresql+psycopg2://...): API pods then read what the materialising
+    # job applied without its folder. Unset: registry.db in the repository's folder.
+    features_registry: str | None = None
 
     # Serving
     host: str = "127.0.0.1"

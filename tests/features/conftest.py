@@ -7,11 +7,15 @@ pandas<3; the core suite runs on pandas 3 in .venv): each module starts with
 
 from __future__ import annotations
 
+import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+import psycopg2
 import pytest
+from sqlalchemy.engine import make_url
 
 from sentiment_mlops.config import Settings
 from sentiment_mlops.features.events import prepare_events, user_key
@@ -39,6 +43,39 @@ def feature_settings(tmp_path: Path, clean_env: None) -> Settings:
     """A repository of its own under tmp_path, with a project name of its own (Redis is
     shared between tests and runs)."""
     return Settings(var_dir=tmp_path, features_project=f"test_{uuid.uuid4().hex[:12]}")
+
+
+# The machine's PostgreSQL (SENTIMENT_TEST_POSTGRES_URL when set, as .ci/run sets it).
+POSTGRES = os.environ.get(
+    "SENTIMENT_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture
+def sql_registry() -> Iterator[str]:
+    """A SQLAlchemy URL of a PostgreSQL database made for this test and dropped after, for
+    Feast's SQL registry. It names a password, which trust authentication ignores, so a test
+    can check that it is written nowhere."""
+    url = make_url(POSTGRES)
+    name = f"sentiment_feast_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        dbname=url.database or "postgres",
+        connect_timeout=5,
+    )
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    try:
+        registry = url.set(database=name, password=url.password or "not-written-anywhere")
+        yield registry.render_as_string(hide_password=False)
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
 
 
 def events(*rows: tuple[str, str, str, str, str]) -> pd.DataFrame:

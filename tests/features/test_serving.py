@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from sklearn.pipeline import Pipeline
+from sqlalchemy.engine import make_url
 
 from tests.apps import api_settings, bearer, ready_client
 from tests.fakes import FakeSource
@@ -71,6 +72,7 @@ def serve(
         "features_project": settings.features_project,
         "features_online_store": settings.features_online_store,
         "features_redis": settings.features_redis,
+        "features_registry": settings.features_registry,
         "features_lookup_timeout_seconds": 5.0,
         **overrides,
     }
@@ -155,6 +157,50 @@ def test_predict_scores_with_the_online_features(
         'model_feature_defaults_total{entity="user",reason="unknown_entity",variant="champion"} 1.0'
         in metrics
     )
+
+
+def test_a_server_in_another_folder_reads_the_jobs_features_through_a_sql_registry(
+    tmp_path: Path, feature_settings: Settings, features_model: Pipeline, sql_registry: str
+) -> None:
+    """As in Kubernetes: the materialising job keeps the repository in a folder only it
+    mounts; the API shares the SQL registry (PostgreSQL) and the online store (Redis) with
+    it, no file. Without the shared registry the same server has no features at all."""
+    job = feature_settings.model_copy(
+        update={
+            "features_dir": tmp_path / "job" / "features",
+            "features_online_store": "redis",
+            "features_registry": sql_registry,
+        }
+    )
+    repository = open_repository(job)
+    try:
+        write_offline(repository, events(*EVENTS))
+        materialize(repository, AS_OF)
+        api = tmp_path / "api"
+        body = {"text": TEXT, "user_id": "bob", "account": "Delta"}
+        with serve(api / "var", job, features_model, features_dir=api / "features") as client:
+            shared = client.post("/predict", json=body).json()
+        with serve(
+            api / "var", job, features_model, features_dir=api / "features", features_registry=None
+        ) as client:
+            alone = client.post("/predict", json=body).json()
+        values = offline(job, "bob", "Delta")
+        config = (repository.directory / "feature_store.yaml").read_text(encoding="utf-8")
+    finally:
+        repository.store.teardown()
+
+    assert shared["features"] == {"source": "online", "defaults": {}}
+    assert values["user_tweets"] == 2 and values["account_tweets_24h"] == 3
+    assert shared["probabilities"] == pytest.approx(expected(features_model, values), abs=1e-12)
+    assert alone["features"] == {
+        "source": "defaults",
+        "defaults": {"user": "unavailable", "account": "unavailable"},
+    }
+    # Neither folder holds a registry file; the generated config names the variable that
+    # holds the URL, never the URL and its password.
+    assert not list(tmp_path.rglob("registry.db"))
+    assert "${SENTIMENT_FEATURES_REGISTRY}" in config
+    assert make_url(sql_registry).password not in config and sql_registry not in config
 
 
 def test_without_keys_the_training_means_are_used(

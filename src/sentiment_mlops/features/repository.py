@@ -46,6 +46,7 @@ from sentiment_mlops.features.feast_import import feast_imported
 feast_imported()  # before `from feast import …`: see feast_import.py
 
 from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource  # noqa: E402
+from feast.errors import FeatureServiceNotFoundException  # noqa: E402
 from feast.repo_config import RepoConfig  # noqa: E402
 from feast.types import Float64, Int64  # noqa: E402
 from feast.value_type import ValueType  # noqa: E402
@@ -73,6 +74,11 @@ class Repository:
         return self.directory / "data" / f"{view}.parquet"
 
 
+# How long a process keeps the SQL registry's definitions before reading them again.
+REGISTRY_CACHE_SECONDS = 60
+REGISTRY_VARIABLE = "SENTIMENT_FEATURES_REGISTRY"
+
+
 def store_config(settings: Settings, socket_timeout: float | None = None) -> dict[str, Any]:
     """The repository's Feast config from settings. `socket_timeout` (seconds) bounds every
     Redis connect and read, so a thread reading a frozen Redis returns by itself (serving)."""
@@ -90,10 +96,38 @@ def store_config(settings: Settings, socket_timeout: float | None = None) -> dic
     return {
         "project": settings.features_project,
         "provider": "local",
-        "registry": str(directory / "registry.db"),
+        "registry": registry_config(settings, serving=socket_timeout is not None),
         "online_store": online,
         "offline_store": {"type": "file"},
         "entity_key_serialization_version": 3,
+    }
+
+
+def registry_config(settings: Settings, *, serving: bool = False) -> str | dict[str, Any]:
+    """Feast's registry: `registry.db` in the repository's folder, or with
+    `features_registry` a SQL registry every process shares (the API's pods read there what
+    the materialising job applied).
+
+    A SQL registry is cached for `REGISTRY_CACHE_SECONDS`; a server refreshes it in a
+    background thread (Feast's `thread` mode) so no lookup waits on the database. Feast
+    marks a view MATERIALIZING in the shared registry while a job materialises it and by
+    default refuses to serve it meanwhile (Feast's docs of `serve_features_while_materializing`;
+    not reproduced here): the online store keeps the last values then, so serve them.
+    """
+    if settings.features_registry is None:
+        return str(settings.feature_repo_dir() / "registry.db")
+    engine: dict[str, Any] = {"echo": False, "pool_pre_ping": True}
+    if settings.features_registry.startswith("postgresql"):
+        # A database that does not answer fails the connect in bounded time, not the TCP one.
+        timeout = max(1, round(settings.database_timeout_seconds))
+        engine["connect_args"] = {"connect_timeout": timeout}
+    return {
+        "registry_type": "sql",
+        "path": settings.features_registry,
+        "cache_ttl_seconds": REGISTRY_CACHE_SECONDS,
+        "cache_mode": "thread" if serving else "sync",
+        "serve_features_while_materializing": True,
+        "sqlalchemy_config_kwargs": engine,
     }
 
 
@@ -102,6 +136,9 @@ def write_config(settings: Settings) -> Path:
     directory = settings.feature_repo_dir()
     (directory / "data").mkdir(parents=True, exist_ok=True)
     config = store_config(settings)
+    if isinstance(config["registry"], dict):
+        # The URL may hold a password: the file names the variable, Feast expands it.
+        config["registry"] = {**config["registry"], "path": f"${{{REGISTRY_VARIABLE}}}"}
     (directory / "feature_store.yaml").write_text(
         "# Generated from SENTIMENT_FEATURES_* settings by sentiment_mlops.features; "
         "edits are overwritten.\n" + yaml.safe_dump(config, sort_keys=False),
@@ -113,7 +150,8 @@ def write_config(settings: Settings) -> Path:
 def open_repository(settings: Settings) -> Repository:
     """The store over the generated config, with the definitions applied."""
     directory = write_config(settings)
-    repository = Repository(FeatureStore(repo_path=str(directory)), directory)
+    config = RepoConfig(**store_config(settings))
+    repository = Repository(FeatureStore(repo_path=str(directory), config=config), directory)
     repository.store.apply(list(definitions(repository)))
     return repository
 
@@ -259,15 +297,21 @@ class OnlineReader:
 
     def __init__(self, settings: Settings, names: Sequence[str], socket_timeout: float) -> None:
         directory = settings.feature_repo_dir()
-        registry = directory / "registry.db"
-        if not registry.exists():
+        if settings.features_registry is None and not (directory / "registry.db").exists():
             raise FeatureStoreError(
                 f"no feature repository at {directory} (train with --features or run "
                 "`sentiment features materialize` first)"
             )
         config = RepoConfig(**store_config(settings, socket_timeout))
         self.store = FeatureStore(repo_path=str(directory), config=config)
-        self.service = self.store.get_feature_service(FEATURE_SERVICE)
+        try:
+            self.service = self.store.get_feature_service(FEATURE_SERVICE)
+        except FeatureServiceNotFoundException as exc:
+            raise FeatureStoreError(
+                f"the registry holds no feature service {FEATURE_SERVICE} for project "
+                f"{settings.features_project} (train with --features or run `sentiment "
+                "features materialize` first)"
+            ) from exc
         served = {
             feature.name
             for projection in self.service.feature_view_projections
