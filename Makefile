@@ -22,9 +22,10 @@ FEATURES_STAMP := $(FEATURES_VENV)/.installed-features
 LOCK_VENV ?= .venv-lock
 ENGINE    ?= docker
 IMAGE     ?= localhost/sentiment-mlops:local
+FEATURES_IMAGE ?= localhost/sentiment-mlops-features:local
 
 
-.PHONY: install run train test test-features lint bench bench-serving ui test-ui image lock test-container clean
+.PHONY: install run train test test-features lint bench bench-serving ui test-ui image image-features lock lock-features test-container clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -97,6 +98,11 @@ test-ui: install $(UI_STAMP)
 image:
 	$(ENGINE) build -f deploy/docker/Dockerfile -t $(IMAGE) .
 
+## image-features: the same image with the `features` extra (Feast), from requirements-features.lock
+image-features:
+	$(ENGINE) build -f deploy/docker/Dockerfile --build-arg LOCK=requirements-features.lock \
+		-t $(FEATURES_IMAGE) .
+
 ## test-container: build the images with podman, offline, and run the serving one (minutes)
 test-container: install
 	$(BIN)/pytest -m container
@@ -110,6 +116,7 @@ lock:
 	  $(LOCK_VENV)/bin/pip freeze --all --exclude sentiment-mlops --exclude pip; \
 	} > deploy/docker/requirements.lock.new
 	mv deploy/docker/requirements.lock.new deploy/docker/requirements.lock
+	$(MAKE) lock-features
 	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/pip install --quiet 'mlflow==$(MLFLOW_VERSION)' 'psycopg2-binary>=2.9'
 	{ grep '^#' deploy/docker/mlflow.lock; \
@@ -117,6 +124,18 @@ lock:
 	} > deploy/docker/mlflow.lock.new
 	mv deploy/docker/mlflow.lock.new deploy/docker/mlflow.lock
 	rm -rf $(LOCK_VENV)
+
+## lock-features: re-pin the features image's dependencies (requirements-features.lock) alone
+# redis needs async-timeout on Python < 3.11.3 only (Debian bookworm's python3 is 3.11.2: the
+# container tests' stand-in base); pinned always, so one lock installs on every 3.11.
+lock-features:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip 'setuptools>=69'
+	$(LOCK_VENV)/bin/pip install --quiet '.[features]' 'async-timeout>=4.0.3'
+	{ grep '^#' deploy/docker/requirements-features.lock; \
+	  $(LOCK_VENV)/bin/pip freeze --all --exclude sentiment-mlops --exclude pip; \
+	} > deploy/docker/requirements-features.lock.new
+	mv deploy/docker/requirements-features.lock.new deploy/docker/requirements-features.lock
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

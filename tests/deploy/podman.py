@@ -120,9 +120,16 @@ def wheels_for(lock: Path) -> Path:
     return folder
 
 
-def build(dockerfile: Path, tag: str, lock: Path, timeout: float = 1800) -> None:
+def build(
+    dockerfile: Path,
+    tag: str,
+    lock: Path,
+    timeout: float = 1800,
+    build_args: dict[str, str] | None = None,
+) -> None:
     """Build `dockerfile` (context: the repository) without network, pip reading the lock's
-    wheels from a mounted folder. podman's layer cache makes an unchanged rebuild quick."""
+    wheels from a mounted folder. podman's layer cache makes an unchanged rebuild quick, and
+    the layers before the lock is installed are shared by images of one Dockerfile."""
     ensure_base_image()
     wheels = wheels_for(lock)
     podman(
@@ -133,6 +140,7 @@ def build(dockerfile: Path, tag: str, lock: Path, timeout: float = 1800) -> None
         f"--volume={wheels}:/wheels:ro",
         "--build-arg=PIP_NO_INDEX=1",
         "--build-arg=PIP_FIND_LINKS=/wheels",
+        *(f"--build-arg={name}={value}" for name, value in (build_args or {}).items()),
         f"--file={dockerfile}",
         f"--tag={tag}",
         str(ROOT),

@@ -1,16 +1,21 @@
 """The serving image, built and run with podman (make test-container; minutes, not in `make
 test`): read-only root filesystem, UID 10001, trains its first model into a volume, answers
 /ready, /predict and /feedback with a token signed by the secret passed in, and stops cleanly
-on SIGTERM. The MLflow server image is built too and must hold the UI. Prints the sizes."""
+on SIGTERM. The features image (the same Dockerfile with requirements-features.lock) holds
+Feast and materialises a prediction log into a feature repository in its volume, as the same
+non-root user. The MLflow server image is built too and must hold the UI. Prints the sizes."""
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,14 +23,19 @@ from packaging.utils import canonicalize_name
 
 from sentiment_mlops.config import Settings
 from sentiment_mlops.serving.launcher import free_port
+from sentiment_mlops.serving.log_database import LogDatabase
+from sentiment_mlops.serving.prediction_log import prediction_row
 from sentiment_mlops.serving.tokens import Authenticator
 from tests.deploy import podman as pm
 from tests.deploy.locks import pins
+from tests.prediction_events import BOUND, event
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(2400)]
 
 DOCKER = pm.ROOT / "deploy" / "docker"
 SERVING_TAG = "localhost/sentiment-mlops:test"
+FEATURES_TAG = "localhost/sentiment-mlops-features:test"
+FEATURES_LOCK = DOCKER / "requirements-features.lock"
 MLFLOW_TAG = "localhost/sentiment-mlops-mlflow:test"
 UID = "10001"
 # What the serving image may weigh (bytes): the stand-in base is ~200 MB, the project's
@@ -39,6 +49,18 @@ def serving_image() -> str:
         pytest.fail(f"not installed: {', '.join(missing)} (.ci/run installs them)")
     pm.build(DOCKER / "Dockerfile", SERVING_TAG, DOCKER / "requirements.lock")
     return SERVING_TAG
+
+
+@pytest.fixture(scope="module")
+def features_image() -> str:
+    """The serving Dockerfile built from the features lock (its base layers are the serving
+    image's, reused)."""
+    if missing := pm.missing_tools():
+        pytest.fail(f"not installed: {', '.join(missing)} (.ci/run installs them)")
+    pm.build(
+        DOCKER / "Dockerfile", FEATURES_TAG, FEATURES_LOCK, build_args={"LOCK": FEATURES_LOCK.name}
+    )
+    return FEATURES_TAG
 
 
 @dataclass
@@ -221,30 +243,37 @@ def test_the_image_holds_the_lock_and_no_full_mlflow(serving_image: str) -> None
 FEAST_MODULE = "sentiment_mlops.features.repository"
 
 
-def test_every_module_imports_in_the_image(serving_image: str) -> None:
-    """The libraries' test folders and C sources were removed from the image: nothing that
-    runs needed them. The Feast repository module needs the `features` extra, which the image
-    does not carry (README "Feature store"): it must fail for that reason alone."""
+def _import_every_module(image: str, *, but: str = "") -> tuple[int, bool]:
+    """Import every module of the project in `image` (but the one named); how many, and
+    whether feast is importable there."""
     out = pm.podman(
         "run",
         "--rm",
         "--read-only",
         "--entrypoint=python3",
-        serving_image,
+        image,
         "-c",
         "import importlib, pkgutil, sentiment_mlops as p; "
         "names = [m.name for m in pkgutil.walk_packages(p.__path__, 'sentiment_mlops.') "
         "if '.migrations.' not in m.name "  # alembic runs those (the server, at startup)
-        f"and m.name != {FEAST_MODULE!r}]; "
+        f"and m.name != {but!r}]; "
         "[importlib.import_module(n) for n in names]; "
         "import mlflow.sklearn, skops.io, statsmodels.stats.proportion, pyarrow.parquet; "
         "import importlib.util; "
-        "print(len(names), importlib.util.find_spec('feast') is None)",
+        "print(len(names), importlib.util.find_spec('feast') is not None)",
         timeout=300,
     )
-    count, no_feast = out.split()
-    assert int(count) > 20
-    assert no_feast == "True"
+    count, feast = out.split()
+    return int(count), feast == "True"
+
+
+def test_every_module_imports_in_the_image(serving_image: str) -> None:
+    """The libraries' test folders and C sources were removed from the image: nothing that
+    runs needed them. The Feast repository module needs the `features` extra, which the image
+    does not carry (README "Feature store"): it must fail for that reason alone."""
+    count, has_feast = _import_every_module(serving_image, but=FEAST_MODULE)
+    assert count > 20
+    assert not has_feast
 
 
 def test_the_image_config(serving_image: str) -> None:
@@ -255,6 +284,90 @@ def test_the_image_config(serving_image: str) -> None:
     assert "8000/tcp" in config["ExposedPorts"]
     assert "/var/lib/sentiment" in config["Volumes"]
     assert image["Healthcheck"]["Test"] == ["CMD", "sentiment", "health", "--timeout", "4"]
+
+
+def test_the_features_image_holds_its_lock_and_feast(features_image: str) -> None:
+    names = json.loads(
+        pm.podman(
+            "run",
+            "--rm",
+            "--read-only",
+            "--entrypoint=python3",
+            features_image,
+            "-c",
+            "import json, importlib.metadata as m; "
+            "print(json.dumps(sorted(d.metadata['Name'].lower() for d in m.distributions())))",
+            timeout=120,
+        )
+    )
+    installed = {canonicalize_name(n) for n in names}
+    assert installed == {*pins(FEATURES_LOCK), "sentiment-mlops"} - {"setuptools"}
+    assert "feast" in installed and "mlflow" not in installed and "pip" not in installed
+    count, has_feast = _import_every_module(features_image)  # the Feast repository too
+    assert count > 20 and has_feast
+    image = pm.inspect("image", features_image)
+    assert image["Config"]["User"] == f"{UID}:{UID}"
+    assert image["Config"]["Entrypoint"] == ["sentiment"]
+
+
+def _prediction_log(var: Path) -> None:
+    """A SQLite prediction log in `var` as the server writes it: carol's two predictions at
+    @delta (the first given feedback) and dave's one at @united, in the last hours."""
+    database = LogDatabase(Settings(var_dir=var).prediction_log_url(), BOUND)
+    database.migrate()
+    at = datetime.now(UTC) - timedelta(hours=3)
+    made = [
+        event(subject="carol", account="@delta", created_at=at),
+        event(subject="carol", account="@delta", created_at=at + timedelta(hours=1)),
+        event(subject="dave", account="@united", created_at=at + timedelta(hours=2)),
+    ]
+    database.insert([prediction_row(m, keep_text=False) for m in made])
+    database.add_feedback(made[0].prediction_id, "negative", at + timedelta(minutes=30))
+    database.dispose()
+
+
+def test_the_features_image_materialises_the_log_read_only_as_non_root(
+    features_image: str, tmp_path: Path
+) -> None:
+    """`sentiment features materialize` in the image, as the CronJob runs it (read-only root,
+    no network, the repository and its SQLite online store in the volume); then the online
+    store answers in the image what serving reads for carol at @delta."""
+    var = tmp_path / "var"
+    var.mkdir()
+    _prediction_log(var)
+    for path in [var, *var.rglob("*")]:
+        os.chown(path, int(UID), int(UID))
+    run = [
+        "run",
+        "--rm",
+        "--read-only",
+        "--read-only-tmpfs=false",
+        "--tmpfs=/tmp:rw,size=256m,mode=1777",
+        "--network=none",
+        f"--volume={var}:/var/lib/sentiment",
+    ]
+    done = pm.podman(*run, features_image, "features", "materialize", timeout=300)
+    assert "Read 3 predictions from the log (1 with feedback)" in done, done
+    assert "the feature store holds 3 events" in done, done
+    read = (
+        "import json; from sentiment_mlops.config import Settings; "
+        "from sentiment_mlops.features.aggregates import FEATURES; "
+        "from sentiment_mlops.features.repository import OnlineReader; "
+        "print(json.dumps(OnlineReader(Settings(), FEATURES, 5.0).read('carol', '@delta')))"
+    )
+    online = json.loads(
+        pm.podman(*run, "--entrypoint=python3", features_image, "-c", read, timeout=300)
+        .strip()
+        .splitlines()[-1]
+    )
+    assert online["user_tweets"] == 2 and online["user_negative_share"] == 1.0
+    assert online["account_tweets_24h"] == 2 and online["account_negative_share_24h"] == 1.0
+    repository = var / "features"
+    assert {"registry.db", "online.db", "feature_store.yaml"} <= {
+        p.name for p in repository.iterdir()
+    }
+    for path in repository.rglob("*"):
+        assert path.stat().st_uid == int(UID), f"{path} is not owned by {UID}"
 
 
 def test_the_mlflow_server_image_builds_and_has_the_ui() -> None:
@@ -268,7 +381,7 @@ def test_the_mlflow_server_image_builds_and_has_the_ui() -> None:
 def test_report_the_image_sizes(serving_image: str, capsys: pytest.CaptureFixture[str]) -> None:
     base = pm.inspect("image", pm.BASE_IMAGE)["Size"]
     lines = [f"{pm.BASE_IMAGE} (the stand-in base): {base / 1e6:.0f} MB"]
-    for tag in (serving_image, MLFLOW_TAG):
+    for tag in (serving_image, FEATURES_TAG, MLFLOW_TAG):
         if pm.image_exists(tag):
             size = pm.inspect("image", tag)["Size"]
             lines.append(f"{tag}: {size / 1e6:.0f} MB, {(size - base) / 1e6:.0f} MB above the base")
