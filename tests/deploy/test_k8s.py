@@ -27,7 +27,7 @@ from tests.deploy.conftest import K8S, OVERLAYS, ROOT, Manifest
 # schemas kubernetes-validate (pinned in pyproject.toml) ships.
 KUBERNETES_VERSIONS = ("1.30", "1.37")
 # Settings that hold secrets: they come from a Secret, never from the ConfigMap.
-SECRET_SETTINGS = {"jwt_secret", "jwt_private_key", "database_url"}
+SECRET_SETTINGS = {"jwt_secret", "jwt_private_key", "database_url", "features_registry"}
 
 Objects = dict[str, list[Manifest]]
 
@@ -194,8 +194,12 @@ def test_the_api_reads_its_secrets_from_the_secret(rendered: Objects, overlay: s
         for name, variable in env.items()
         if "secretKeyRef" in variable.get("valueFrom", {})
     }
-    if overlay == "prod":
-        assert required == {"SENTIMENT_JWT_SECRET": True, "SENTIMENT_DATABASE_URL": True}
+    if overlay == "prod":  # with entity features: Feast's SQL registry too
+        assert required == {
+            "SENTIMENT_JWT_SECRET": True,
+            "SENTIMENT_DATABASE_URL": True,
+            "SENTIMENT_FEATURES_REGISTRY": True,
+        }
     else:
         assert required == {"SENTIMENT_JWT_SECRET": False, "SENTIMENT_DATABASE_URL": False}
 
@@ -206,7 +210,9 @@ def test_no_secret_value_is_committed(rendered: Objects, overlay: str) -> None:
     literal value for a variable that names a secret or a database URL."""
     objects = rendered[overlay]
     assert not kinds(objects, "Secret")
-    secretish = re.compile(r"SECRET|PASSWORD|TOKEN|PRIVATE_KEY|DATABASE_URL|BACKEND_STORE_URI")
+    secretish = re.compile(
+        r"SECRET|PASSWORD|TOKEN|PRIVATE_KEY|DATABASE_URL|BACKEND_STORE_URI|FEATURES_REGISTRY"
+    )
     for manifest in objects:
         for key, value in walk(manifest):
             if key in {"env", "data", "stringData"} and isinstance(value, list):
@@ -400,16 +406,24 @@ def test_prometheus_rule_files_are_the_compose_stacks(rendered: Objects) -> None
         )
 
 
+# The settings the materialising job and the API must agree on to share entity features.
+SHARED_FEATURE_SETTINGS = (
+    "SENTIMENT_FEATURES_ONLINE_STORE",
+    "SENTIMENT_FEATURES_REDIS",
+    "SENTIMENT_FEATURES_REGISTRY",
+)
+
+
 def test_prod_materialises_features_from_the_log_on_a_schedule(rendered: Objects) -> None:
     objects = rendered["prod"]
     job = find(objects, "CronJob", "features-materialize")
-    api = container(find(objects, "Deployment", "ml-service"), "ml-service")
     spec = job["spec"]
     assert spec["concurrencyPolicy"] == "Forbid"
-    assert spec["suspend"] is True, "until the image carries the `features` extra"
+    assert spec["suspend"] is False
     pod = spec["jobTemplate"]["spec"]["template"]["spec"]
     (runner,) = pod["containers"]
-    assert runner["image"] == api["image"], "the project image, as the overlay sets it"
+    name, _, tag = runner["image"].rpartition(":")
+    assert name.endswith("/sentiment-mlops-features") and tag, "the features image, pinned"
     assert runner["args"] == ["features", "materialize"]
     usage = CliRunner().invoke(app, [*runner["args"], "--help"])
     assert usage.exit_code == 0, usage.output
@@ -424,9 +438,49 @@ def test_prod_materialises_features_from_the_log_on_a_schedule(rendered: Objects
         "name": "ml-service-secrets",
         "key": "database-url",
     }
+    assert env["SENTIMENT_FEATURES_REGISTRY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "ml-service-secrets",
+        "key": "features-registry",
+    }
     mounts = {m["mountPath"]: m["name"] for m in runner["volumeMounts"]}
     assert mounts[env["SENTIMENT_FEATURES_DIR"]["value"]] == "features"
     claims = {v["name"]: v.get("persistentVolumeClaim") for v in pod["volumes"]}
     assert claims["features"] == {"claimName": "feature-store"}
     find(objects, "PersistentVolumeClaim", "feature-store")
     assert not kinds(rendered["dev"], "CronJob")
+
+
+def test_prod_api_reads_the_jobs_features_through_the_registry_and_redis(
+    rendered: Objects,
+) -> None:
+    """The API's pods cannot mount the job's volume (ReadWriteOnce): they share the SQL
+    registry (the same Secret key) and Redis with it, and run the same features image."""
+    objects = rendered["prod"]
+    runner = find(objects, "CronJob", "features-materialize")["spec"]["jobTemplate"]["spec"][
+        "template"
+    ]["spec"]["containers"][0]
+    deployment = find(objects, "Deployment", "ml-service")
+    api = container(deployment, "ml-service")
+    assert api["image"] == runner["image"]
+    job_env = {item["name"]: item for item in runner["env"]}
+    api_env = {item["name"]: item for item in api["env"]}
+    for name in SHARED_FEATURE_SETTINGS:
+        assert api_env[name] == job_env[name], name
+    assert "SENTIMENT_FEATURES_DIR" not in api_env  # nothing of the job's folder
+    assert not any(
+        "persistentVolumeClaim" in v for v in deployment["spec"]["template"]["spec"]["volumes"]
+    )
+    # The API may reach Redis and PostgreSQL (the registry) under its network policies.
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    ports = {
+        port["port"]
+        for policy in kinds(objects, "NetworkPolicy")
+        if policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+        for rule in policy["spec"].get("egress", [])
+        for port in rule.get("ports", [])
+    }
+    assert {5432, 6379} <= ports
+    # dev serves the plain image, without Feast.
+    dev_api = container(find(rendered["dev"], "Deployment", "ml-service"), "ml-service")
+    assert dev_api["image"].rpartition(":")[0] == "sentiment-mlops"
+    assert "SENTIMENT_FEATURES_REGISTRY" not in {e["name"] for e in dev_api.get("env", [])}

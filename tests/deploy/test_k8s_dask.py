@@ -31,10 +31,12 @@ def options(args: list[str]) -> dict[str, str]:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_scheduler_and_workers_run_the_projects_image(rendered: Objects, overlay: str) -> None:
-    """The workers import sentiment_mlops to run the trials: the API's image, whose `dask` is
-    the one pinned in the lock."""
+    """The workers import sentiment_mlops to run the trials: the project's serving image,
+    whose `dask` is the one pinned in the lock; the API's (prod runs the API on the features
+    image of the same release, deploy/k8s/feature-store)."""
     objects = rendered[overlay]
-    image = deployment_container(objects, "ml-service")["image"]
+    api = deployment_container(objects, "ml-service")["image"]
+    image = api.replace("/sentiment-mlops-features:", "/sentiment-mlops:")
     for name in ("dask-scheduler", "dask-worker"):
         found = deployment_container(objects, name)
         assert found["image"] == image, name
