@@ -109,10 +109,13 @@ def registry_config(settings: Settings, *, serving: bool = False) -> str | dict[
     the materialising job applied).
 
     A SQL registry is cached for `REGISTRY_CACHE_SECONDS`; a server refreshes it in a
-    background thread (Feast's `thread` mode) so no lookup waits on the database. Feast
-    marks a view MATERIALIZING in the shared registry while a job materialises it and by
-    default refuses to serve it meanwhile (Feast's docs of `serve_features_while_materializing`;
-    not reproduced here): the online store keeps the last values then, so serve them.
+    background thread (Feast's `thread` mode) so no lookup waits on the database. Feast's
+    docs say a job materialising marks the view MATERIALIZING in a shared registry and
+    servers then refuse it; in Feast 0.67 that state change is not written (a feature view's
+    equality ignores its state, so the SQL registry skips the write: a view set to
+    MATERIALIZING and applied read back unchanged here). Should a later Feast write it, the
+    online store still holds the last values, so `serve_features_while_materializing` keeps
+    serving them (tests/features/test_serving.py writes the mark and checks).
     """
     if settings.features_registry is None:
         return str(settings.feature_repo_dir() / "registry.db")
