@@ -142,3 +142,41 @@ def test_what_is_known_after_the_time_materialised_to_is_not_used(tmp_path: Path
     later = materialize_log(settings, since=at + timedelta(minutes=80), end=at + timedelta(hours=2))
     assert (later.read, later.stored) == (1, 2)
     assert tuple(online(settings, "carol", "Delta").values()) == (2, 0.5, 0.5, 2, 0.5)
+
+
+def test_a_server_in_another_folder_reads_what_the_job_materialises_through_the_registry(
+    tmp_path: Path, feature_settings: Settings, sql_registry: str
+) -> None:
+    """`materialize_log` as the CronJob runs it (its own folder, the SQL registry, Redis) and
+    serving's reader in another folder, sharing only the registry and Redis. The reader stays
+    open, as a server's does for a model: the next run (definitions applied again, a new
+    prediction and feedback in the log) reaches it."""
+    job = api_settings(
+        tmp_path / "job",
+        features_project=feature_settings.features_project,
+        features_online_store="redis",
+        features_registry=sql_registry,
+    )
+    api = job.model_copy(update={"var_dir": tmp_path / "api"})
+    database = LogDatabase(job.prediction_log_url(), BOUND)
+    database.migrate()
+    at = datetime.now(UTC) - timedelta(hours=2)
+    first = event(subject="erin", account="@jetblue", created_at=at)
+    second = event(subject="erin", account="@jetblue", created_at=at + timedelta(hours=1))
+    database.insert([prediction_row(made, keep_text=False) for made in (first, second)])
+    database.add_feedback(first.prediction_id, "positive", at + timedelta(minutes=10))
+    try:
+        done = materialize_log(job)
+        reader = OnlineReader(api, NAMES, socket_timeout=BOUND)
+        before = reader.read("erin", "@jetblue")
+        database.add_feedback(second.prediction_id, "negative", datetime.now(UTC))
+        materialize_log(job)
+        after = reader.read("erin", "@jetblue")
+    finally:
+        database.dispose()
+        open_repository(job).store.teardown()
+    assert (done.read, done.labelled, done.stored) == (2, 1, 2)
+    # tweets, negative share, positive share (user); tweets, negative share (account)
+    assert tuple(before.values()) == (2, 0, 1, 2, 0)
+    assert tuple(after.values()) == (2, 0.5, 0.5, 2, 0.5)
+    assert not (tmp_path / "api").exists()  # the server needs no folder of its own
