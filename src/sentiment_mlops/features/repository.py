@@ -74,8 +74,6 @@ class Repository:
         return self.directory / "data" / f"{view}.parquet"
 
 
-# How long a process keeps the SQL registry's definitions before reading them again.
-REGISTRY_CACHE_SECONDS = 60
 REGISTRY_VARIABLE = "SENTIMENT_FEATURES_REGISTRY"
 
 
@@ -108,8 +106,9 @@ def registry_config(settings: Settings, *, serving: bool = False) -> str | dict[
     `features_registry` a SQL registry every process shares (the API's pods read there what
     the materialising job applied).
 
-    A SQL registry is cached for `REGISTRY_CACHE_SECONDS`; a server refreshes it in a
-    background thread (Feast's `thread` mode) so no lookup waits on the database. Feast's
+    A server reads a SQL registry once, when it opens the store for a model (TTL 0: Feast's
+    cache never expires), as it reads the feature service: no lookup waits on the database,
+    and no thread refreshes definitions that change only with a new model. Feast's
     docs say a job materialising marks the view MATERIALIZING in a shared registry and
     servers then refuse it; in Feast 0.67 that state change is not written (a feature view's
     equality ignores its state, so the SQL registry skips the write: a view set to
@@ -124,14 +123,15 @@ def registry_config(settings: Settings, *, serving: bool = False) -> str | dict[
         # A database that does not answer fails the connect in bounded time, not the TCP one.
         timeout = max(1, round(settings.database_timeout_seconds))
         engine["connect_args"] = {"connect_timeout": timeout}
-    return {
+    config: dict[str, Any] = {
         "registry_type": "sql",
         "path": settings.features_registry,
-        "cache_ttl_seconds": REGISTRY_CACHE_SECONDS,
-        "cache_mode": "thread" if serving else "sync",
         "serve_features_while_materializing": True,
         "sqlalchemy_config_kwargs": engine,
     }
+    if serving:
+        config["cache_ttl_seconds"] = 0
+    return config
 
 
 def write_config(settings: Settings) -> Path:
