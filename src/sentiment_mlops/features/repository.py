@@ -79,7 +79,8 @@ REGISTRY_VARIABLE = "SENTIMENT_FEATURES_REGISTRY"
 
 def store_config(settings: Settings, socket_timeout: float | None = None) -> dict[str, Any]:
     """The repository's Feast config from settings. `socket_timeout` (seconds) bounds every
-    Redis connect and read, so a thread reading a frozen Redis returns by itself (serving)."""
+    Redis connect and read, so a thread reading a frozen Redis returns by itself (serving;
+    a SQL registry is then read once, `registry_config`)."""
     directory = settings.feature_repo_dir()
     online: dict[str, Any]
     if settings.features_online_store == "redis":
