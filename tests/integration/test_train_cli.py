@@ -121,6 +121,29 @@ def test_unseen_label_in_test_file(var_dir: Path, tmp_path: Path, shared_data: P
     assert runs_and_versions(var_dir) == (0, 0)
 
 
+def test_validation_data_fits_the_calibrator_and_is_recorded(
+    var_dir: Path, tmp_path: Path, shared_data: Path
+) -> None:
+    rows = sample(shared_data, 800)
+    train = write_rows(tmp_path / "train.csv", rows[100:-100])
+    validation = write_rows(tmp_path / "val.csv", rows[:100] + rows[-100:])
+    plain = ["train", "--data", str(train), "--validation-data", str(validation)]
+    code, output = invoke(*plain)
+    assert code == 1
+    assert "calibration.method is none" in output
+    assert runs_and_versions(var_dir) == (0, 0)
+    config = tmp_path / "calibrated.yaml"
+    config.write_text("calibration:\n  method: sigmoid\n", encoding="utf-8")
+    code, output = invoke(*plain, "--config", str(config))
+    assert code == 0, output
+    registry = Registry(Settings(var_dir=var_dir))
+    (version,) = registry.versions()
+    run = registry.client.get_run(version.run_id)
+    assert run.data.params["data.validation_source"] == str(validation)
+    assert run.data.params["data.n_validation"] == "200"
+    assert "validation_fingerprint" in run.data.tags
+
+
 def test_conflicting_duplicates_are_reported(
     var_dir: Path, tmp_path: Path, shared_data: Path
 ) -> None:
