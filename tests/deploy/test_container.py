@@ -220,21 +220,26 @@ def test_the_image_trains_serves_read_only_as_non_root_and_stops_on_sigterm(
     assert stopped_in < 30, stopped_in  # grace 5 s, then uvicorn's shutdown
 
 
-def test_the_image_holds_the_lock_and_no_full_mlflow(serving_image: str) -> None:
+def _installed(image: str) -> set[str]:
+    """The canonical names of the distributions installed in `image`'s Python."""
     names = json.loads(
         pm.podman(
             "run",
             "--rm",
             "--read-only",
             "--entrypoint=python3",
-            serving_image,
+            image,
             "-c",
             "import json, importlib.metadata as m; "
             "print(json.dumps(sorted(d.metadata['Name'].lower() for d in m.distributions())))",
             timeout=120,
         )
     )
-    installed = {canonicalize_name(n) for n in names}
+    return {canonicalize_name(n) for n in names}
+
+
+def test_the_image_holds_the_lock_and_no_full_mlflow(serving_image: str) -> None:
+    installed = _installed(serving_image)
     assert installed == {*pins(DOCKER / "requirements.lock"), "sentiment-mlops"} - {"setuptools"}
     assert "mlflow" not in installed and "pip" not in installed
 
@@ -287,20 +292,7 @@ def test_the_image_config(serving_image: str) -> None:
 
 
 def test_the_features_image_holds_its_lock_and_feast(features_image: str) -> None:
-    names = json.loads(
-        pm.podman(
-            "run",
-            "--rm",
-            "--read-only",
-            "--entrypoint=python3",
-            features_image,
-            "-c",
-            "import json, importlib.metadata as m; "
-            "print(json.dumps(sorted(d.metadata['Name'].lower() for d in m.distributions())))",
-            timeout=120,
-        )
-    )
-    installed = {canonicalize_name(n) for n in names}
+    installed = _installed(features_image)
     assert installed == {*pins(FEATURES_LOCK), "sentiment-mlops"} - {"setuptools"}
     assert "feast" in installed and "mlflow" not in installed and "pip" not in installed
     count, has_feast = _import_every_module(features_image)  # the Feast repository too

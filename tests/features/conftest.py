@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
-import psycopg2
 import pytest
-from sqlalchemy.engine import make_url
 
 from sentiment_mlops.config import Settings
 from sentiment_mlops.features.events import prepare_events, user_key
 from sentiment_mlops.features.feast_import import feast_imported
+
+from ..postgres_databases import throwaway_database
 
 
 def needs_feast() -> None:
@@ -56,26 +56,9 @@ def sql_registry() -> Iterator[str]:
     """A SQLAlchemy URL of a PostgreSQL database made for this test and dropped after, for
     Feast's SQL registry. It names a password, which trust authentication ignores, so a test
     can check that it is written nowhere."""
-    url = make_url(POSTGRES)
-    name = f"sentiment_feast_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(
-        host=url.host,
-        port=url.port or 5432,
-        user=url.username,
-        password=url.password,
-        dbname=url.database or "postgres",
-        connect_timeout=5,
-    )
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    try:
-        registry = url.set(database=name, password=url.password or "not-written-anywhere")
+    with throwaway_database(POSTGRES, "sentiment_feast") as url:
+        registry = url.set(password=url.password or "not-written-anywhere")
         yield registry.render_as_string(hide_password=False)
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def events(*rows: tuple[str, str, str, str, str]) -> pd.DataFrame:

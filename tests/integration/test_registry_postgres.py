@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from sentiment_mlops.registry import Registry, RegistryUnavailable
 from sentiment_mlops.serving.app import create_app
 
 from ..apps import api_settings, bearer, captured_logs, eventually, ready_client
+from ..postgres_databases import throwaway_database
 
 LOCAL_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
@@ -56,24 +56,8 @@ pytestmark = [
 @pytest.fixture
 def postgres_uri() -> Iterator[str]:
     assert SERVER
-    url = make_url(SERVER)
-    name = f"sentiment_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(
-        host=url.host,
-        port=url.port or 5432,
-        user=url.username,
-        password=url.password,
-        dbname=url.database or "postgres",
-    )
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with throwaway_database(SERVER, "sentiment_test") as url:
+        yield url.render_as_string(hide_password=False)
 
 
 def connect(uri: str, dbname: str | None = None) -> Any:
