@@ -4,7 +4,10 @@ the feature store itself is tested in tests/features)."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +20,10 @@ from sentiment_mlops.features.aggregates import FEATURES, account_rows, user_row
 from sentiment_mlops.features.events import TIMESTAMP, load_events, prepare_events, time_split
 from sentiment_mlops.model import build_pipeline, entity_features, model_input, plain_vocabulary
 from sentiment_mlops.scorer import CompiledLinearScorer, SklearnScorer, make_scorer
+from sentiment_mlops.serving.entity_features import EntityKeys, OnlineFeatures
+from sentiment_mlops.serving.metrics import Metrics
+
+from ..apps import captured_logs
 
 TOLERANCE = 2e-15
 NAMES = ("user_tweets", "user_negative_share", "account_negative_share_24h")
@@ -171,3 +178,59 @@ def test_live_events_count_every_prediction_and_share_labels_from_when_they_are_
     assert (accounts["account_positive_share_24h"] == 0).all(), "p3's label came too late"
     with pytest.raises(DataError, match="empty at rows"):
         prepare_events(frame, "file")
+
+
+class Opening:
+    """A store opener that counts its calls and can be held open-ended, and a reader that
+    answers every lookup with one user tweet."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, names: tuple[str, ...]) -> Any:
+        self.calls += 1
+        self.release.wait(30)
+
+        class Reader:
+            def read(self, user_id: str | None, account: str | None) -> dict[str, float | None]:
+                return {"user_tweets": 1.0}
+
+        return Reader()
+
+
+def test_a_model_waits_for_its_store_to_open_and_then_reads_it_at_once() -> None:
+    """`prepare` opens the store before the model serves: the first lookup, with a wait
+    shorter than the opening, reads the store, and the store is opened once."""
+    opening = Opening()
+    opening.release.clear()
+    threading.Timer(1.5, opening.release.set).start()
+    features = OnlineFeatures(opening, Metrics(), timeout_seconds=0.5)
+
+    async def first_request() -> Any:
+        await features.prepare(("user_tweets",))
+        return await features.lookup("champion", ("user_tweets",), (7.0,), EntityKeys("bob"))
+
+    row = asyncio.run(first_request())
+    features.close()
+    assert row.source == "online" and row.values.tolist() == [1.0]
+    assert opening.calls == 1
+
+
+def test_a_store_slow_to_open_delays_the_model_only_until_the_open_timeout() -> None:
+    opening = Opening()
+    opening.release.clear()
+    features = OnlineFeatures(opening, Metrics(), timeout_seconds=0.05, open_timeout_seconds=0.2)
+
+    async def first_request() -> Any:
+        with captured_logs("sentiment_mlops.serving.entity_features") as logs:
+            await features.prepare(("user_tweets",))
+        row = await features.lookup("champion", ("user_tweets",), (7.0,), EntityKeys("bob"))
+        return logs, row
+
+    logs, row = asyncio.run(first_request())
+    opening.release.set()
+    features.close()
+    assert any(str(line.get("msg")).startswith("feature store still opening") for line in logs)
+    assert row.defaults == {"user": "timeout"} and row.values.tolist() == [7.0]

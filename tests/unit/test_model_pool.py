@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from sklearn.pipeline import Pipeline
 
 from sentiment_mlops.registry import IntegrityError, RegistryError
+from sentiment_mlops.scorer import Scorer
 from sentiment_mlops.serving.app import create_app
 from sentiment_mlops.serving.metrics import Metrics
 from sentiment_mlops.serving.models import (
@@ -390,3 +391,28 @@ def test_the_first_load_runs_here_and_swaps_go_to_the_swap_loader(
     (outcome,) = refresh(pool)
     assert (outcome.result, swapped, source.loads) == ("loaded", [2], [1, 2])
     assert answering(pool).version == 2
+
+
+def test_a_loaded_version_serves_only_once_before_serving_returns(
+    default_model: Pipeline,
+) -> None:
+    """The online features open the store in `before_serving`: until it returns, the new
+    version must not answer (its first requests would get defaults)."""
+    calls: list[Scorer] = []
+
+    async def before_serving(scorer: Scorer) -> None:
+        with pytest.raises(NoModelLoaded):
+            answering(pool)
+        calls.append(scorer)
+
+    pool = ModelPool(
+        FakeSource({1: default_model}, {"champion": 1}),
+        champion_only,
+        Metrics(),
+        timeout_seconds=10,
+        load_timeout_seconds=10,
+        before_serving=before_serving,
+    )
+    (outcome,) = refresh(pool)
+    assert outcome.result == "loaded"
+    assert calls == [answering(pool).scorer]

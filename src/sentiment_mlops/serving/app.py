@@ -105,7 +105,7 @@ def _services(
         timeout_seconds=settings.registry_timeout_seconds,
         load_timeout_seconds=settings.model_load_timeout_seconds,
         swap_loader=swap_loader,
-        on_serving=lambda model: features.prepare(model.scorer.entity_features),
+        before_serving=lambda scorer: features.prepare(scorer.entity_features),
     )
     prediction_log = PredictionLog.from_settings(settings, metrics)
     return Services(

@@ -104,13 +104,19 @@ class OnlineFeatures:
     """Reads models' entity features from the online store for requests, never failing them."""
 
     def __init__(
-        self, open_reader: ReaderFactory, metrics: Metrics, timeout_seconds: float
+        self,
+        open_reader: ReaderFactory,
+        metrics: Metrics,
+        timeout_seconds: float,
+        open_timeout_seconds: float = 120.0,
     ) -> None:
         """`open_reader(names)` opens the store for those features (blocking; run in this
-        object's threads)."""
+        object's threads); a model waits for it at most `open_timeout_seconds` before it
+        serves (`prepare`), each request at most `timeout_seconds` for its lookup."""
         self._open_reader = open_reader
         self._metrics = metrics
         self._timeout = timeout_seconds
+        self._open_timeout = open_timeout_seconds
         # Two threads: one lookup may wait on a slow store while the next one runs.
         self._threads = ThreadPoolExecutor(2, thread_name_prefix="features")
         self._readers: dict[tuple[str, ...], Reader] = {}
@@ -129,15 +135,25 @@ class OnlineFeatures:
             # from one that fails; the socket's own bound frees the thread soon after.
             return OnlineReader(settings, names, socket_timeout=2 * timeout)
 
-        return cls(open_reader, metrics, timeout)
+        return cls(open_reader, metrics, timeout, settings.model_load_timeout_seconds)
 
-    def prepare(self, names: tuple[str, ...]) -> None:
-        """Open the store for a newly loaded model's features in the background, so its
-        first requests need not (called once per model load: the feature service is read
-        from the registry then, never per request). Failing here is only logged: lookups
-        try again, and answer with defaults meanwhile."""
-        if names:
-            self._threads.submit(self._reopen, names)
+    async def prepare(self, names: tuple[str, ...]) -> None:
+        """Open the store for a newly loaded model's features before the model serves, so
+        its first requests get the store's values (opening imports Feast and reads the
+        feature service from the registry: seconds, far above a lookup's timeout). Called
+        once per model load, never per request. Failing or taking longer than the open
+        timeout is only logged: the model serves, lookups try again (or find it opened by
+        then) and answer with defaults meanwhile."""
+        if not names:
+            return
+        opening = asyncio.get_running_loop().run_in_executor(self._threads, self._reopen, names)
+        try:
+            await asyncio.wait_for(asyncio.shield(opening), self._open_timeout)
+        except TimeoutError:
+            log.warning(
+                "feature store still opening; the model serves with default features meanwhile",
+                extra={"timeout_seconds": self._open_timeout},
+            )
 
     def _reopen(self, names: tuple[str, ...]) -> None:
         try:

@@ -38,7 +38,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeVar
@@ -229,13 +229,15 @@ class ModelPool:
         timeout_seconds: float,
         load_timeout_seconds: float,
         swap_loader: Loader = load_here,
-        on_serving: Callable[[ServingModel], None] | None = None,
+        before_serving: Callable[[Scorer], Awaitable[None]] | None = None,
     ) -> None:
         """`routing` reads the routing config, on every refresh; ConfigError if it is bad.
-        `on_serving(model)` is called each time a version starts serving (the online
-        features open the store for a model with entity features); it must not block."""
+        `before_serving(scorer)` is awaited each time a loaded version is about to serve (the
+        online features open the store for a model with entity features, so its first
+        requests get the store's values, not defaults); it must not raise and must return
+        in bounded time: the version serves once it has."""
         self._source = source
-        self._on_serving = on_serving
+        self._before_serving = before_serving
         self._swap_loader = swap_loader
         self._read_routing = routing
         self._metrics = metrics
@@ -437,6 +439,8 @@ class ModelPool:
             )
             return self._waiting_for(ReloadOutcome(alias, version, "failed", str(exc)))
         self._set_state(alias, "ok")
+        if self._before_serving is not None:
+            await self._before_serving(prepared.scorer)
         model = ServingModel(
             alias=alias,
             version=prepared.version,
@@ -446,8 +450,6 @@ class ModelPool:
             loaded_at=datetime.now(UTC),
         )
         self._models = {**self._models, alias: model}
-        if self._on_serving is not None:
-            self._on_serving(model)
         self._metrics.reloads.labels(alias, "success").inc()
         if current is not None:
             self._info(current).set(0)
