@@ -11,6 +11,8 @@ from __future__ import annotations
 import atexit
 import gc
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 PROCESS_ENV = {
     # BLAS and OpenMP start one thread per core. On 2 shared cores that made fitting the
@@ -60,3 +62,18 @@ def skip_collection_at_exit() -> None:
     """
     atexit.unregister(gc.freeze)
     atexit.register(gc.freeze)
+
+
+@contextmanager
+def restored_environment(*names: str) -> Iterator[None]:
+    """Put the named environment variables back as they were when the block ends, set or
+    unset, whatever the block (or a library it imports) did to them."""
+    before = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

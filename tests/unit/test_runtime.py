@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import sentiment_mlops
 from sentiment_mlops.cli import app
 from sentiment_mlops.config import Settings
-from sentiment_mlops.runtime import PROCESS_ENV, configure_process
+from sentiment_mlops.runtime import PROCESS_ENV, configure_process, restored_environment
 from sentiment_mlops.serving.server import prepare_environment
 
 
@@ -77,3 +77,19 @@ def test_a_cli_process_exits_without_collecting_cycles(tmp_path: Path) -> None:
     assert help_run.returncode == 0 and "collected" in help_run.stdout  # --help: no callback
     assert command_run.returncode == 1
     assert "collected" not in command_run.stdout
+
+
+def test_restored_environment_puts_back_set_and_unset_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SENTIMENT_TEST_KEPT", "before")
+    monkeypatch.delenv("SENTIMENT_TEST_UNSET", raising=False)
+    with (
+        pytest.raises(RuntimeError),
+        restored_environment("SENTIMENT_TEST_KEPT", "SENTIMENT_TEST_UNSET"),
+    ):
+        os.environ["SENTIMENT_TEST_KEPT"] = "changed"
+        os.environ["SENTIMENT_TEST_UNSET"] = "set by a library"
+        raise RuntimeError("the block failing restores them too")
+    assert os.environ["SENTIMENT_TEST_KEPT"] == "before"
+    assert "SENTIMENT_TEST_UNSET" not in os.environ

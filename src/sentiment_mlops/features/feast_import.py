@@ -13,7 +13,8 @@ the environment. Every import of feast in the project goes through here first.
 from __future__ import annotations
 
 import importlib
-import os
+
+from sentiment_mlops.runtime import restored_environment
 
 _VARIABLES = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR")
 
@@ -22,12 +23,5 @@ def feast_imported() -> None:
     """Import feast (once) leaving the Prometheus variables as they were; ImportError
     without the `features` extra."""
     importlib.import_module("prometheus_client")
-    before = {name: os.environ.get(name) for name in _VARIABLES}
-    try:
+    with restored_environment(*_VARIABLES):
         importlib.import_module("feast")
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value

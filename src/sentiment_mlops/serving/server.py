@@ -17,7 +17,7 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
 from sentiment_mlops.config import Settings
-from sentiment_mlops.runtime import configure_process
+from sentiment_mlops.runtime import configure_process, restored_environment
 from sentiment_mlops.serving.connections import ConnectionLimits, ServingConfig, connection_limits
 from sentiment_mlops.serving.logs import configure_logging
 from sentiment_mlops.serving.metrics import (
@@ -60,7 +60,6 @@ def metrics_folder(settings: Settings) -> Iterator[Path | None]:
     else:
         yield None
         return
-    before = {name: os.environ.get(name) for name in (MULTIPROC_ENV, UNAVAILABLE_ENV)}
     try:
         folder.mkdir(parents=True, exist_ok=True)
         clear_folder(folder)
@@ -68,20 +67,16 @@ def metrics_folder(settings: Settings) -> Iterator[Path | None]:
     except OSError as exc:
         problem = f"{folder}: {exc}"
     try:
-        if problem is None:
-            share_through(folder)
-            log.info("metrics shared through a folder", extra={"folder": str(folder)})
-            yield folder
-        else:
-            make_unavailable(problem)
-            log.error("metrics unavailable", extra={"reason": problem})
-            yield None
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
+        with restored_environment(MULTIPROC_ENV, UNAVAILABLE_ENV):
+            if problem is None:
+                share_through(folder)
+                log.info("metrics shared through a folder", extra={"folder": str(folder)})
+                yield folder
             else:
-                os.environ[name] = value
+                make_unavailable(problem)
+                log.error("metrics unavailable", extra={"reason": problem})
+                yield None
+    finally:
         if ours:
             shutil.rmtree(folder, ignore_errors=True)
 
