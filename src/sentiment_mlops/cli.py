@@ -132,6 +132,18 @@ def _train_and_register(
     return result, version
 
 
+# The data options `train` and `tune` share.
+DataFile = Annotated[
+    Path | None, typer.Option(help="CSV, JSONL or Parquet file; default: built-in tweets")
+]
+TestDataFile = Annotated[
+    Path | None, typer.Option(help="Held-out file; default: a stratified split of --data")
+]
+TextColumn = Annotated[str, typer.Option(help="Column holding the text")]
+LabelColumn = Annotated[str, typer.Option(help="Column holding the label")]
+Encoding = Annotated[str, typer.Option(help="Text encoding of CSV/JSONL files")]
+
+
 def with_feature_options(
     config: TrainConfig, features: bool | None, split: Literal["random", "time"] | None
 ) -> TrainConfig:
@@ -146,15 +158,11 @@ def with_feature_options(
 
 @app.command()
 def train(
-    data: Annotated[
-        Path | None, typer.Option(help="CSV, JSONL or Parquet file; default: built-in tweets")
-    ] = None,
-    test_data: Annotated[
-        Path | None, typer.Option(help="Held-out file; default: a stratified split of --data")
-    ] = None,
-    text_column: Annotated[str, typer.Option(help="Column holding the text")] = "text",
-    label_column: Annotated[str, typer.Option(help="Column holding the label")] = "label",
-    encoding: Annotated[str, typer.Option(help="Text encoding of CSV/JSONL files")] = "utf-8",
+    data: DataFile = None,
+    test_data: TestDataFile = None,
+    text_column: TextColumn = "text",
+    label_column: LabelColumn = "label",
+    encoding: Encoding = "utf-8",
     config: Annotated[
         Path | None, typer.Option(help="Training config; default: configs/train.yaml")
     ] = None,
@@ -205,15 +213,11 @@ def train(
 
 @app.command()
 def tune(
-    data: Annotated[
-        Path | None, typer.Option(help="CSV, JSONL or Parquet file; default: built-in tweets")
-    ] = None,
-    test_data: Annotated[
-        Path | None, typer.Option(help="Held-out file; default: a stratified split of --data")
-    ] = None,
-    text_column: Annotated[str, typer.Option(help="Column holding the text")] = "text",
-    label_column: Annotated[str, typer.Option(help="Column holding the label")] = "label",
-    encoding: Annotated[str, typer.Option(help="Text encoding of CSV/JSONL files")] = "utf-8",
+    data: DataFile = None,
+    test_data: TestDataFile = None,
+    text_column: TextColumn = "text",
+    label_column: LabelColumn = "label",
+    encoding: Encoding = "utf-8",
     config: Annotated[
         Path | None, typer.Option(help="Search config; default: configs/tune.yaml")
     ] = None,
