@@ -164,35 +164,32 @@ def definitions(repository: Repository) -> tuple[Any, ...]:
     """Entities, feature views and the feature service, over this repository's Parquet."""
     user = Entity(name="user", join_keys=[USER], value_type=ValueType.STRING)
     account = Entity(name="account", join_keys=[ACCOUNT], value_type=ValueType.STRING)
-    user_view = FeatureView(
-        name=USER_VIEW,
-        entities=[user],
-        # The author's whole history counts, however old: no TTL (0 means none in Feast).
-        ttl=timedelta(0),
-        schema=[_field(name) for name in USER_FEATURES],
-        source=FileSource(
-            name=f"{USER_VIEW}_source",
-            path=str(repository.parquet(USER_VIEW)),
-            timestamp_field=TIMESTAMP,
-        ),
-        online=True,
-    )
-    account_view = FeatureView(
-        name=ACCOUNT_VIEW,
-        entities=[account],
-        # The 24 h window is in the rows (aggregates.account_rows writes the moment an event
-        # leaves it); the TTL only bounds how stale a row may be read, beyond any real gap.
-        ttl=timedelta(0),
-        schema=[_field(name) for name in ACCOUNT_FEATURES],
-        source=FileSource(
-            name=f"{ACCOUNT_VIEW}_source",
-            path=str(repository.parquet(ACCOUNT_VIEW)),
-            timestamp_field=TIMESTAMP,
-        ),
-        online=True,
-    )
+    # No TTL on either view (0 means none in Feast): the author's whole history counts,
+    # however old, and the account's 24 h window is in its rows (aggregates.account_rows
+    # writes the moment an event leaves it), so a TTL would only bound how stale a row may be
+    # read, beyond any real gap.
+    user_view = _file_view(repository, USER_VIEW, user, USER_FEATURES)
+    account_view = _file_view(repository, ACCOUNT_VIEW, account, ACCOUNT_FEATURES)
     service = FeatureService(name=FEATURE_SERVICE, features=[user_view, account_view])
     return user, account, user_view, account_view, service
+
+
+def _file_view(
+    repository: Repository, name: str, entity: Entity, features: Sequence[str]
+) -> FeatureView:
+    """An online feature view of `features` keyed by `entity`, over the view's Parquet file."""
+    return FeatureView(
+        name=name,
+        entities=[entity],
+        ttl=timedelta(0),
+        schema=[_field(feature) for feature in features],
+        source=FileSource(
+            name=f"{name}_source",
+            path=str(repository.parquet(name)),
+            timestamp_field=TIMESTAMP,
+        ),
+        online=True,
+    )
 
 
 def _field(name: str) -> Field:
