@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -70,3 +72,21 @@ def events(*rows: tuple[str, str, str, str, str]) -> pd.DataFrame:
     frame["user_id"] = frame["user_id"].map(user_key)
     frame["text"] = "some text"
     return prepare_events(frame, "test events")
+
+
+# Four hand-made events (ann at Delta then United, bob twice at Delta) and a time after all.
+HAND_EVENTS = (
+    ("a1", "2015-02-20T10:00:00Z", "ann", "Delta", "negative"),
+    ("a2", "2015-02-20T12:00:00Z", "ann", "United", "positive"),
+    ("b1", "2015-02-20T11:00:00Z", "bob", "Delta", "neutral"),
+    ("b2", "2015-02-20T13:00:00Z", "bob", "Delta", "negative"),
+)
+AS_OF = datetime(2015, 2, 20, 14, 0, tzinfo=UTC)
+
+
+def materialise_hand_events(repository: Any) -> None:
+    """Make HAND_EVENTS the repository's events and materialise them as of AS_OF."""
+    from sentiment_mlops.features.repository import materialize, write_offline
+
+    write_offline(repository, events(*HAND_EVENTS))
+    materialize(repository, AS_OF)

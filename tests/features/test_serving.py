@@ -8,7 +8,6 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from sqlalchemy.engine import make_url
 
 from tests.apps import api_settings, bearer, ready_client
 from tests.fakes import FakeSource
-from tests.features.conftest import events, needs_feast
+from tests.features.conftest import AS_OF, materialise_hand_events, needs_feast
 
 needs_feast()
 
@@ -32,21 +31,12 @@ from sentiment_mlops.features.aggregates import DEFAULTS, FEATURES  # noqa: E402
 from sentiment_mlops.features.events import user_key  # noqa: E402
 from sentiment_mlops.features.repository import (  # noqa: E402
     historical_features,
-    materialize,
     open_repository,
-    write_offline,
 )
 from sentiment_mlops.model import build_pipeline, model_input  # noqa: E402
 from sentiment_mlops.scorer import CompiledLinearScorer, make_scorer  # noqa: E402
 from sentiment_mlops.serving.app import create_app  # noqa: E402
 
-EVENTS = (
-    ("a1", "2015-02-20T10:00:00Z", "ann", "Delta", "negative"),
-    ("a2", "2015-02-20T12:00:00Z", "ann", "United", "positive"),
-    ("b1", "2015-02-20T11:00:00Z", "bob", "Delta", "neutral"),
-    ("b2", "2015-02-20T13:00:00Z", "bob", "Delta", "negative"),
-)
-AS_OF = datetime(2015, 2, 20, 14, 0, tzinfo=UTC)
 TEXT = "@Delta thanks, that was quick"
 
 
@@ -94,8 +84,7 @@ def store_settings(
         }
     )
     repository = open_repository(settings)
-    write_offline(repository, events(*EVENTS))
-    materialize(repository, AS_OF)
+    materialise_hand_events(repository)
     yield settings
     repository.store.teardown()
 
@@ -176,8 +165,7 @@ def test_a_server_in_another_folder_reads_the_jobs_features_through_a_sql_regist
     )
     repository = open_repository(job)
     try:
-        write_offline(repository, events(*EVENTS))
-        materialize(repository, AS_OF)
+        materialise_hand_events(repository)
         api = tmp_path / "api"
         body = {"text": TEXT, "user_id": "bob", "account": "Delta"}
         with serve(api / "var", job, features_model, features_dir=api / "features") as client:

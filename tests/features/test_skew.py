@@ -4,12 +4,11 @@ the offline point-in-time join gave for the same entity and time."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
 
-from tests.features.conftest import events, needs_feast
+from tests.features.conftest import AS_OF, materialise_hand_events, needs_feast
 
 needs_feast()
 
@@ -19,19 +18,9 @@ from sentiment_mlops.features.events import user_key  # noqa: E402
 from sentiment_mlops.features.repository import (  # noqa: E402
     Repository,
     historical_features,
-    materialize,
     online_features,
     open_repository,
-    write_offline,
 )
-
-EVENTS = (
-    ("a1", "2015-02-20T10:00:00Z", "ann", "Delta", "negative"),
-    ("a2", "2015-02-20T12:00:00Z", "ann", "United", "positive"),
-    ("b1", "2015-02-20T11:00:00Z", "bob", "Delta", "neutral"),
-    ("b2", "2015-02-20T13:00:00Z", "bob", "Delta", "negative"),
-)
-AS_OF = datetime(2015, 2, 20, 14, 0, tzinfo=UTC)
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -43,8 +32,7 @@ def repository(request: pytest.FixtureRequest, feature_settings: Settings) -> It
 
 
 def test_online_equals_offline_after_materialising(repository: Repository) -> None:
-    write_offline(repository, events(*EVENTS))
-    materialize(repository, AS_OF)
+    materialise_hand_events(repository)
     keys = [
         (user_key(user), account)
         for user, account in (("ann", "Delta"), ("bob", "United"), ("bob", "Delta"), ("x", "y"))
