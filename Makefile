@@ -1,57 +1,82 @@
-# Two commands: `make run` and `make test`. Both install what they need into .venv first.
+# Two commands: `make run` and `make test`. Both install what they need into .venv first, from
+# locks (requirements/*.lock, deploy/docker/*.lock) with uv: an upstream release never changes
+# what a fresh clone installs; upgrading a dependency is `make lock` and a commit.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# uv installs every venv from its lock (`uv pip sync`: exactly the lock, nothing left over) and
+# makes the locks (`make lock`). It lives in a venv of its own, so no sync removes it.
+UV_VERSION := 0.13.10
+UV_VENV    ?= .venv-uv
+UV         := $(UV_VENV)/bin/uv
+UV_STAMP   := $(UV_VENV)/.installed-uv-$(UV_VERSION)
+# Every lock is for the images' platform: CPython 3.11 on linux x86_64.
+LOCK_FOR := --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
+UPGRADE  ?= --upgrade
+# The development venvs: the image's lock plus the `dev` extra, constrained to the image's pins
+# so tests run the versions the image ships (tests/deploy/test_lock.py checks it).
+DEV_LOCK          := requirements/dev.lock
+FEATURES_DEV_LOCK := requirements/features-dev.lock
+SERVING_LOCK      := deploy/docker/requirements.lock
+FEATURES_LOCK     := deploy/docker/requirements-features.lock
+MLFLOW_LOCK       := deploy/docker/mlflow.lock
 # The MLflow UI needs the full mlflow (Flask and the web app, ~850 MB): its own venv, kept out
-# of the serving install, at the version of the project's mlflow-skinny.
+# of the serving install, from the MLflow image's lock (the project's mlflow-skinny version).
 UI_VENV  ?= .venv-ui
 UI_PORT  ?= 5000
 MLFLOW_VERSION := $(shell sed -n 's/^ *"mlflow-skinny==\([^"]*\)".*/\1/p' pyproject.toml)
-UI_STAMP := $(UI_VENV)/.installed-mlflow-$(MLFLOW_VERSION)
+UI_STAMP := $(UI_VENV)/.installed
 # checkov scans the Kubernetes manifests and the Dockerfiles in the tests; its pins (packaging,
-# boto3, ...) clash with the project's, so it gets a venv of its own, made by `make test`.
+# boto3, ...) clash with the project's, so it gets a venv and a lock of its own.
 CHECKOV_VENV    ?= .venv-checkov
 CHECKOV_VERSION := 3.3.30
-CHECKOV_STAMP   := $(CHECKOV_VENV)/.installed-checkov-$(CHECKOV_VERSION)
+CHECKOV_LOCK    := requirements/checkov.lock
+CHECKOV_STAMP   := $(CHECKOV_VENV)/.installed
 # Feast (the `features` extra) pins pandas<3 and prometheus-client<0.25, older than the core
 # install: the feature-store tests run in a venv of their own, made by `make test`, with the
 # project installed editable so both venvs test the same code.
 FEATURES_VENV  ?= .venv-features
-FEATURES_STAMP := $(FEATURES_VENV)/.installed-features
-LOCK_VENV ?= .venv-lock
+FEATURES_STAMP := $(FEATURES_VENV)/.installed
 ENGINE    ?= docker
 IMAGE     ?= localhost/sentiment-mlops:local
 FEATURES_IMAGE ?= localhost/sentiment-mlops-features:local
 
 
-.PHONY: install run train test test-features lint bench bench-serving ui test-ui image image-features lock lock-features test-container clean
+.PHONY: install run train test test-features lint bench bench-serving ui test-ui image image-features lock test-container clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+$(UV_STAMP):
+	rm -rf $(UV_VENV) && $(PYTHON) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/pip install --quiet 'uv==$(UV_VERSION)'
+	touch $@
+
+# $(call sync,VENV,LOCK): make VENV hold exactly what LOCK pins.
+define sync
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(1)
+	$(UV) pip sync --quiet --python $(1)/bin/python $(2)
+endef
+
+# The project itself goes in editable, without dependencies (the lock has them all) and without
+# build isolation (the lock has setuptools): nothing is resolved or fetched beyond the lock.
+$(STAMP): $(DEV_LOCK) pyproject.toml | $(UV_STAMP)
+	$(call sync,$(VENV),$(DEV_LOCK))
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
+	touch $@
 
 install: $(STAMP)
 
-$(UI_STAMP):
-	$(PYTHON) -m venv $(UI_VENV)
-	$(UI_VENV)/bin/pip install --quiet --upgrade pip
-	$(UI_VENV)/bin/pip install --quiet 'mlflow==$(MLFLOW_VERSION)' 'psycopg2-binary>=2.9'
-	touch $(UI_STAMP)
+$(UI_STAMP): $(MLFLOW_LOCK) | $(UV_STAMP)
+	$(call sync,$(UI_VENV),$(MLFLOW_LOCK))
+	touch $@
 
-$(CHECKOV_STAMP):
-	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
-	$(CHECKOV_VENV)/bin/pip install --quiet 'checkov==$(CHECKOV_VERSION)'
-	touch $(CHECKOV_STAMP)
+$(CHECKOV_STAMP): $(CHECKOV_LOCK) | $(UV_STAMP)
+	$(call sync,$(CHECKOV_VENV),$(CHECKOV_LOCK))
+	touch $@
 
-$(FEATURES_STAMP): pyproject.toml
-	$(PYTHON) -m venv $(FEATURES_VENV)
-	$(FEATURES_VENV)/bin/pip install --quiet --upgrade pip
-	$(FEATURES_VENV)/bin/pip install --quiet -e '.[dev,features]'
-	touch $(FEATURES_STAMP)
+$(FEATURES_STAMP): $(FEATURES_DEV_LOCK) pyproject.toml | $(UV_STAMP)
+	$(call sync,$(FEATURES_VENV),$(FEATURES_DEV_LOCK))
+	$(UV) pip install --quiet --python $(FEATURES_VENV)/bin/python --no-deps --no-build-isolation -e .
+	touch $@
 
 ## run: train on the built-in dataset unless a champion exists, then serve on port 8000
 run: install
@@ -107,35 +132,28 @@ image-features:
 test-container: install
 	$(BIN)/pytest -m container
 
-## lock: re-pin the images' dependencies (deploy/docker/*.lock) from clean installs
-lock:
-	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
-	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip 'setuptools>=69'
-	$(LOCK_VENV)/bin/pip install --quiet .
-	{ grep '^#' deploy/docker/requirements.lock; \
-	  $(LOCK_VENV)/bin/pip freeze --all --exclude sentiment-mlops --exclude pip; \
-	} > deploy/docker/requirements.lock.new
-	mv deploy/docker/requirements.lock.new deploy/docker/requirements.lock
-	$(MAKE) lock-features
-	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
-	$(LOCK_VENV)/bin/pip install --quiet 'mlflow==$(MLFLOW_VERSION)' 'psycopg2-binary>=2.9'
-	{ grep '^#' deploy/docker/mlflow.lock; \
-	  $(LOCK_VENV)/bin/pip freeze --exclude pip --exclude setuptools; \
-	} > deploy/docker/mlflow.lock.new
-	mv deploy/docker/mlflow.lock.new deploy/docker/mlflow.lock
-	rm -rf $(LOCK_VENV)
+## lock: re-pin every lock at once (the images', then the development venvs' to match them);
+## `make lock UPGRADE=` only adds what pyproject.toml gained, keeping every existing pin
+# Each lock keeps its leading comment lines. The images' locks carry setuptools (the build
+# backend, removed from the image after the install); the development locks add pip (the
+# container tests download the images' wheels with it). redis needs async-timeout on Python
+# < 3.11.3 only (Debian bookworm's python3 is 3.11.2: the container tests' stand-in base); it is
+# pinned always, so one lock installs on every 3.11.
+lock: | $(UV_STAMP)
+	$(call compile,$(SERVING_LOCK),pyproject.toml,,setuptools>=69)
+	$(call compile,$(FEATURES_LOCK),pyproject.toml --extra features,,setuptools>=69\nasync-timeout>=4.0.3)
+	$(call compile,$(MLFLOW_LOCK),,--no-emit-package setuptools --no-emit-package pip,mlflow==$(MLFLOW_VERSION)\npsycopg2-binary>=2.9)
+	$(call compile,$(DEV_LOCK),pyproject.toml --extra dev -c $(SERVING_LOCK),,pip\nsetuptools>=69)
+	$(call compile,$(FEATURES_DEV_LOCK),pyproject.toml --extra dev --extra features -c $(FEATURES_LOCK),,pip\nsetuptools>=69)
+	$(call compile,$(CHECKOV_LOCK),,,checkov==$(CHECKOV_VERSION))
 
-## lock-features: re-pin the features image's dependencies (requirements-features.lock) alone
-# redis needs async-timeout on Python < 3.11.3 only (Debian bookworm's python3 is 3.11.2: the
-# container tests' stand-in base); pinned always, so one lock installs on every 3.11.
-lock-features:
-	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
-	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip 'setuptools>=69'
-	$(LOCK_VENV)/bin/pip install --quiet '.[features]' 'async-timeout>=4.0.3'
-	{ grep '^#' deploy/docker/requirements-features.lock; \
-	  $(LOCK_VENV)/bin/pip freeze --all --exclude sentiment-mlops --exclude pip; \
-	} > deploy/docker/requirements-features.lock.new
-	mv deploy/docker/requirements-features.lock.new deploy/docker/requirements-features.lock
+# $(call compile,LOCK,SOURCES,OPTIONS,EXTRA REQUIREMENTS): LOCK's comments, then the pins.
+define compile
+	cp $(1) $(1).pins
+	printf '$(4)\n' | $(UV) pip compile --quiet $(LOCK_FOR) $(UPGRADE) --no-header --no-annotate \
+		$(3) $(2) - -o $(1).pins
+	{ grep '^#' $(1); cat $(1).pins; } > $(1).new && rm $(1).pins && mv $(1).new $(1)
+endef
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
