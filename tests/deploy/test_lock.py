@@ -1,5 +1,6 @@
-"""deploy/docker/*.lock: the images' pinned dependencies still satisfy pyproject.toml (regenerate
-with `make lock`), and hold no development tools."""
+"""The locks: deploy/docker/*.lock, the images' pinned dependencies, still satisfy
+pyproject.toml (regenerate with `make lock`) and hold no development tools; requirements/*.lock,
+the development venvs', pin what the images pin, and this venv is what its lock says."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from tests.deploy.podman import ROOT
 LOCK = ROOT / "deploy" / "docker" / "requirements.lock"
 FEATURES_LOCK = ROOT / "deploy" / "docker" / "requirements-features.lock"
 MLFLOW_LOCK = ROOT / "deploy" / "docker" / "mlflow.lock"
+DEV_LOCK = ROOT / "requirements" / "dev.lock"
+FEATURES_DEV_LOCK = ROOT / "requirements" / "features-dev.lock"
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 FEATURES = PROJECT["optional-dependencies"]["features"]
 # The project's images and what each must satisfy: the core install, and the core install
@@ -88,3 +91,41 @@ def test_the_mlflow_server_image_has_the_full_mlflow_at_the_projects_version() -
     assert pins(MLFLOW_LOCK)["mlflow"] == version
     assert pins(MLFLOW_LOCK)["mlflow-skinny"] == version
     assert "psycopg2-binary" in pins(MLFLOW_LOCK)  # its PostgreSQL store
+
+
+@pytest.mark.parametrize(
+    ("development", "image"),
+    [(DEV_LOCK, LOCK), (FEATURES_DEV_LOCK, FEATURES_LOCK)],
+    ids=["dev", "features-dev"],
+)
+def test_the_development_lock_pins_what_its_image_pins(development: Path, image: Path) -> None:
+    """Tests run the versions the image ships: every package of the image's lock is in the
+    development lock at the same version (`make lock` resolves one under the other)."""
+    developed, shipped = pins(development), pins(image)
+    assert {n: (v, developed.get(n)) for n, v in shipped.items() if developed.get(n) != v} == {}
+
+
+@pytest.mark.parametrize(
+    ("development", "extras"),
+    [(DEV_LOCK, ["dev"]), (FEATURES_DEV_LOCK, ["dev", "features"])],
+    ids=["dev", "features-dev"],
+)
+def test_the_development_lock_satisfies_the_extras(development: Path, extras: list[str]) -> None:
+    locked = pins(development)
+    wanted = [Requirement(d) for extra in extras for d in PROJECT["optional-dependencies"][extra]]
+    unmet = [
+        str(r)
+        for r in wanted
+        if not r.specifier.contains(locked.get(canonicalize_name(r.name), "0!0"), prereleases=True)
+    ]
+    assert unmet == [], f"{development.name} does not satisfy these: run `make lock UPGRADE=`"
+
+
+def test_this_venv_holds_what_its_lock_pins() -> None:
+    """`make install` syncs .venv to requirements/dev.lock; a package at another version (an
+    install by hand, a stale venv) fails here rather than as a puzzling test elsewhere."""
+    installed = {
+        canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()
+    }
+    locked = pins(DEV_LOCK)
+    assert {n: (v, installed.get(n)) for n, v in locked.items() if installed.get(n) != v} == {}
