@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,17 +64,25 @@ def rendered_files(
 @pytest.fixture(scope="module")
 def start_api(
     tmp_path_factory: pytest.TempPathFactory, default_model: Pipeline
-) -> Callable[[int], ServerProcess]:
-    """Starts `sentiment serve` with `workers` workers, every user on `champion`; the test
-    stops it."""
+) -> Iterator[Callable[[int], ServerProcess]]:
+    """Starts `sentiment serve` with `workers` workers, every user on `champion`. A test may
+    stop its servers early; the fixture stops whatever is still running when the module ends,
+    on every path (a skip, a failure)."""
     folder = tmp_path_factory.mktemp("api")
     var = folder / "var"
     register_into(var, default_model, alias="champion")
     routing = write_routing(
         folder / "routing.yaml", experiment="monitoring", variants={"champion": 100}
     )
+    started: list[ServerProcess] = []
 
     def start(workers: int) -> ServerProcess:
-        return start_server(var, folder / f"serve-{workers}.log", workers, routing=routing)
+        log = folder / f"serve-{len(started)}-{workers}.log"
+        started.append(start_server(var, log, workers, routing=routing))
+        return started[-1]
 
-    return start
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
