@@ -60,8 +60,15 @@ def start_server(
     return ServerProcess(env, log_path, workers, max_open_files)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 90.0) -> Any:
-    """Poll `check` until it returns something truthy; fail naming `what` after `timeout`."""
+# How long a test waits for a server to start serving a model (a worker started or replaced, a
+# promotion polled): the server's own bound on a load, model_load_timeout_seconds, which a
+# loaded machine can need much of, plus a margin for the process start, the poll and the log.
+LOAD_BOUND = Settings().model_load_timeout_seconds + 30
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = LOAD_BOUND) -> Any:
+    """Poll `check` until it returns something truthy; fail naming `what` after `timeout`
+    (by default the server's bound on loading a model, `LOAD_BOUND`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if result := check():

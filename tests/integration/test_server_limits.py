@@ -18,7 +18,7 @@ from sklearn.pipeline import Pipeline
 
 from ..apps import bearer
 from ..sockets import PARTIAL_HEADER, held_open, outcome
-from .server import register_into, serving, start_server, wait_for, worker_pids
+from .server import LOAD_BOUND, register_into, serving, start_server, wait_for, worker_pids
 
 OPEN_FILES = 256  # the server's open-file limit: 128 for connections, 128 kept in reserve
 SLOW_CONNECTIONS = 400
@@ -121,7 +121,9 @@ def test_a_full_metrics_folder_leaves_metrics_unavailable_and_workers_alive(
     fill(folder)
     srv = start_server(var, tmp_path / "full.log", workers=2, metrics_dir=folder)
     try:
-        srv.wait_ready(timeout=60)
+        srv.wait_ready(timeout=LOAD_BOUND)
+        # /ready answers once one worker serves; the other may still be loading (503).
+        wait_for("two workers serving", lambda: len(serving(srv, 1)) == 2)
         predictions, metrics = predict_and_scrape(srv.url)
     finally:
         srv.stop()
