@@ -51,13 +51,18 @@ def test_compiled_scorer_scores_text_and_entities_as_sklearn(
     train, test = tweets.iloc[:3000], tweets.iloc[3000:3400]
     config = TrainConfig(calibration=CalibrationConfig(method=calibration, cv=3))  # type: ignore[arg-type]
     pipeline = build_pipeline(config, NAMES)
-    train_x = model_input(train["text"].tolist(), synthetic_entities(len(train), 0), NAMES)
+    train_entities = synthetic_entities(len(train), 0)
+    train_x = model_input(train["text"].tolist(), train_entities, NAMES)
     plain_vocabulary(pipeline.fit(train_x, train["label"].tolist()))
     assert entity_features(pipeline) == NAMES
 
     scorer = make_scorer(pipeline)
     assert isinstance(scorer, CompiledLinearScorer), getattr(scorer, "note", "")
     assert scorer.entity_features == NAMES
+    # what serving scores an unknown entity with: the training columns' means
+    means = train_entities.mean(axis=0).tolist()
+    assert scorer.entity_means == pytest.approx(means, rel=1e-12)
+    assert SklearnScorer(pipeline).entity_means == pytest.approx(means, rel=1e-12)
     texts, entities = test["text"].tolist(), synthetic_entities(len(test), 1)
     expected = pipeline.predict_proba(model_input(texts, entities, NAMES))
     batch = scorer.predict_proba(texts, entities)
