@@ -33,7 +33,12 @@ from sentiment_mlops.features.repository import (  # noqa: E402
     historical_features,
     open_repository,
 )
-from sentiment_mlops.model import build_pipeline, model_input  # noqa: E402
+from sentiment_mlops.model import (  # noqa: E402
+    COLUMNS_STEP,
+    ENTITY_BRANCH,
+    build_pipeline,
+    model_input,
+)
 from sentiment_mlops.scorer import CompiledLinearScorer, make_scorer  # noqa: E402
 from sentiment_mlops.serving.app import create_app  # noqa: E402
 
@@ -90,9 +95,16 @@ def store_settings(
 
 
 def expected(model: Pipeline, values: dict[str, float]) -> dict[str, float]:
-    scorer = make_scorer(model)
+    """sklearn's probabilities for TEXT with these entity values."""
     row = np.array([[values[name] for name in FEATURES]])
-    return dict(zip(scorer.classes, scorer.predict_proba([TEXT], row)[0].tolist(), strict=True))
+    probabilities = model.predict_proba(model_input([TEXT], row, FEATURES))[0]
+    return dict(zip(map(str, model.classes_), probabilities.tolist(), strict=True))
+
+
+def training_means(model: Pipeline) -> dict[str, float]:
+    """The entity columns' means as the fitted StandardScaler learned them."""
+    scaler = model.named_steps[COLUMNS_STEP].named_transformers_[ENTITY_BRANCH]
+    return dict(zip(FEATURES, scaler.mean_.tolist(), strict=True))
 
 
 def offline(settings: Settings, user: str, account: str) -> dict[str, float]:
@@ -211,7 +223,7 @@ def test_without_keys_the_training_means_are_used(
     open_repository(feature_settings)  # an empty repository: nothing materialised
     with serve(tmp_path / "var", feature_settings, features_model) as client:
         answer = client.post("/predict", json={"text": TEXT})
-    means = dict(zip(FEATURES, make_scorer(features_model).entity_means, strict=True))
+    means = training_means(features_model)
     assert answer.json()["features"] == {
         "source": "defaults",
         "defaults": {"user": "no_key", "account": "no_key"},
@@ -263,7 +275,7 @@ def test_a_store_down_or_frozen_gives_defaults_not_errors(
         health = client.get("/health")
         metrics = client.get("/metrics").text
     assert health.status_code == 200
-    means = dict(zip(FEATURES, make_scorer(features_model).entity_means, strict=True))
+    means = training_means(features_model)
     for answer in answers:
         assert answer.status_code == 200, answer.text
         assert answer.json()["features"] == {

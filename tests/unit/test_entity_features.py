@@ -51,13 +51,18 @@ def test_compiled_scorer_scores_text_and_entities_as_sklearn(
     train, test = tweets.iloc[:3000], tweets.iloc[3000:3400]
     config = TrainConfig(calibration=CalibrationConfig(method=calibration, cv=3))  # type: ignore[arg-type]
     pipeline = build_pipeline(config, NAMES)
-    train_x = model_input(train["text"].tolist(), synthetic_entities(len(train), 0), NAMES)
+    train_entities = synthetic_entities(len(train), 0)
+    train_x = model_input(train["text"].tolist(), train_entities, NAMES)
     plain_vocabulary(pipeline.fit(train_x, train["label"].tolist()))
     assert entity_features(pipeline) == NAMES
 
     scorer = make_scorer(pipeline)
     assert isinstance(scorer, CompiledLinearScorer), getattr(scorer, "note", "")
     assert scorer.entity_features == NAMES
+    # what serving scores an unknown entity with: the training columns' means
+    means = train_entities.mean(axis=0).tolist()
+    assert scorer.entity_means == pytest.approx(means, rel=1e-12)
+    assert SklearnScorer(pipeline).entity_means == pytest.approx(means, rel=1e-12)
     texts, entities = test["text"].tolist(), synthetic_entities(len(test), 1)
     expected = pipeline.predict_proba(model_input(texts, entities, NAMES))
     batch = scorer.predict_proba(texts, entities)
@@ -143,6 +148,44 @@ def test_aggregates_count_only_up_to_their_own_time() -> None:
     assert accounts["account_tweets_24h"].tolist() == [2, 0, 1, 0]
     assert accounts["account_neutral_share_24h"].tolist() == [0.0, 0.0, 1.0, 0.0]
     assert set(FEATURES) <= {*users.columns, *accounts.columns}
+
+
+def as_of(rows: pd.DataFrame, account: str, when: pd.Timestamp) -> pd.Series | None:
+    """The feature row a point-in-time lookup picks: the latest at or before `when`."""
+    earlier = rows[(rows["account"] == account) & (rows[TIMESTAMP] <= when)]
+    return None if earlier.empty else earlier.iloc[-1]
+
+
+def test_an_account_window_holds_exactly_the_last_24_hours() -> None:
+    """Looked up at many moments between events, an account's row counts the events of the
+    24 h before (counted here by hand): one 23.5 h old still counts, one 24.5 h old not."""
+    start = pd.Timestamp("2015-02-20T00:00:00Z")
+    hours = [0.0, 1.0, 1.0, 7.25, 20.0, 30.5, 49.0]
+    labels = ["negative", "positive", "neutral", "negative", "positive", "negative", "neutral"]
+    frame = pd.DataFrame(
+        {
+            "event_id": [str(i) for i in range(len(hours))],
+            "event_timestamp": [start + pd.Timedelta(hours=h) for h in hours],
+            "user_id": "ann",
+            "account": "Delta",
+            "label": labels,
+        }
+    )
+    rows = account_rows(prepare_events(frame, "test"))
+    first = as_of(rows, "Delta", start + pd.Timedelta(hours=23.5))
+    assert first is not None and first["account_tweets_24h"] == 5, "23.5 h old still counts"
+    later = as_of(rows, "Delta", start + pd.Timedelta(hours=24.5))
+    assert later is not None and later["account_tweets_24h"] == 4, "24.5 h old does not"
+    for step in range(4 * 80):  # every quarter hour, 5 min past, until long after the last
+        when = start + pd.Timedelta(minutes=15 * step + 5)
+        ages = [(when - start).total_seconds() / 3600 - h for h in hours]
+        inside = [label for age, label in zip(ages, labels, strict=True) if 0 <= age < 24]
+        row = as_of(rows, "Delta", when)
+        assert row is not None
+        assert row["account_tweets_24h"] == len(inside), when
+        for label in ("negative", "neutral", "positive"):
+            share = inside.count(label) / len(inside) if inside else 0.0
+            assert row[f"account_{label}_share_24h"] == pytest.approx(share, abs=1e-12), when
 
 
 def test_fingerprint_covers_entity_features() -> None:

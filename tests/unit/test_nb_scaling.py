@@ -49,6 +49,21 @@ def test_without_interpolation_it_is_logistic_regression_on_scaled_features() ->
     )
 
 
+def test_class_weight_reaches_the_logistic_regression_as_in_sklearn() -> None:
+    """On unbalanced classes "balanced" changes the fit, exactly as it changes sklearn's
+    LogisticRegression on the same NB-scaled features."""
+    rng = np.random.default_rng(0)
+    x = sparse.random(40, 6, density=0.5, format="csr", random_state=rng)
+    y = np.array(["pos"] * 30 + ["neg"] * 10)
+    plain = NBLogisticRegression(C=3.0).fit(x, y)
+    balanced = NBLogisticRegression(C=3.0, class_weight="balanced").fit(x, y)
+    scaled = x @ sparse.diags(balanced.ratios_[0])
+    reference = LogisticRegression(C=3.0, class_weight="balanced").fit(scaled, y == "pos")
+    np.testing.assert_allclose(balanced.coef_, balanced.ratios_ * reference.coef_, rtol=1e-10)
+    np.testing.assert_allclose(balanced.intercept_, reference.intercept_, rtol=1e-10)
+    assert np.abs(balanced.intercept_ - plain.intercept_).max() > 0.1, "the weights matter"
+
+
 def test_interpolation_moves_the_weights_towards_their_mean_magnitude() -> None:
     full = NBLogisticRegression(beta=1.0).fit(X, Y)
     mixed = NBLogisticRegression(beta=0.25).fit(X, Y)

@@ -24,7 +24,7 @@ from sentiment_mlops.serving.prediction_log import (
 )
 from sentiment_mlops.serving.predictions import new_prediction_id
 
-from ..apps import captured_logs
+from ..apps import captured_logs, eventually
 from ..prediction_events import BOUND, event
 
 
@@ -212,6 +212,22 @@ def test_record_never_waits_and_drops_exactly_what_does_not_fit(
     assert drops[1]["dropped"] == 20
 
 
+def test_a_batch_that_partly_fits_queues_its_head_and_counts_only_its_tail(
+    store: FakeStore, metrics: Metrics, closing: list[PredictionLog]
+) -> None:
+    log = make_log(store, metrics, queue_size=10)
+    closing.append(log)
+    first, batch = [event() for _ in range(7)], [event() for _ in range(6)]
+    log.record(first)
+    log.record(batch)  # 3 fit, 3 do not
+    assert sample(metrics, "prediction_log_dropped_total", reason="queue_full") == 3
+    assert sample(metrics, "prediction_log_queue_depth") == 10
+    log.start()
+    assert log.flush(BOUND)
+    assert sorted(store.rows) == sorted(e.prediction_id for e in [*first, *batch[:3]])
+    assert sample(metrics, "prediction_log_dropped_total", reason="queue_full") == 3
+
+
 def test_close_writes_what_is_queued(store: FakeStore, metrics: Metrics) -> None:
     log = make_log(store, metrics, batch_rows=7)
     log.start()
@@ -225,6 +241,31 @@ def test_close_writes_what_is_queued(store: FakeStore, metrics: Metrics) -> None
     closed = [line for line in lines if line["msg"] == "prediction log closed"]
     assert closed and (closed[0]["written"], closed[0]["dropped"]) == (50, 0)
     assert store.disposed
+
+
+def test_close_writes_rows_queued_while_the_writer_waits_out_a_failure(
+    store: FakeStore, metrics: Metrics
+) -> None:
+    """The writer is in its pause after a failed write (one far longer than close waits)
+    when close comes: close cuts the pause short, and every queued row is written, in as many
+    batches as it takes, before the writer stops."""
+    store.failures = 1
+    hour = Backoff(first=3600, limit=3600)
+    log = make_log(store, metrics, batch_rows=4, timeout_seconds=1, backoff=hour)
+    log.start()
+    early = event()
+    log.record([early])
+    eventually(lambda: log.health().startswith("unavailable"), "the first write failed")
+    late = [event() for _ in range(9)]
+    for e in late:
+        log.record([e])
+    with captured_logs() as lines:
+        log.close()
+    ids = [e.prediction_id for e in [early, *late]]
+    assert store.inserts == [ids[:4], ids[4:8], ids[8:]]
+    assert sample(metrics, "prediction_log_dropped_total", reason="shutdown") == 0
+    closed = [line for line in lines if line["msg"].startswith("prediction log closed")]
+    assert [(line["written"], line["dropped"]) for line in closed] == [(10, 0)]
 
 
 def test_close_gives_up_after_the_flush_timeout_and_counts_what_it_drops(

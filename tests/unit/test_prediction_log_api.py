@@ -19,7 +19,15 @@ from sentiment_mlops.serving.launcher import free_port
 from sentiment_mlops.serving.prediction_log import PredictionLog
 from sentiment_mlops.serving.predictions import new_prediction_id, prediction_time_ms
 
-from ..apps import api_settings, bearer, eventually, mint, ready_client, write_routing
+from ..apps import (
+    api_settings,
+    bearer,
+    captured_logs,
+    eventually,
+    mint,
+    ready_client,
+    write_routing,
+)
 from ..fakes import FakeSource
 from ..prediction_events import BOUND, logged_rows
 
@@ -103,6 +111,19 @@ def test_texts_are_logged_when_the_operator_enables_it(
         answer = predict(client, "the crew was wonderful")
         rows = written(client)
     assert rows[answer["prediction_id"]]["text"] == "the crew was wonderful"
+
+
+def test_stopping_the_app_closes_the_log_with_every_prediction_written(
+    tmp_path: Path, default_model: Pipeline
+) -> None:
+    """No flush asked for: the app's shutdown closes the log, which writes what is queued."""
+    settings = api_settings(tmp_path / "var")
+    app = create_app(settings, FakeSource({1: default_model}, {"champion": 1}))
+    with captured_logs() as lines, ready_client(app, headers=bearer("predict")) as client:
+        made = [predict(client, f"a calm flight {i}")["prediction_id"] for i in range(5)]
+    assert set(made) <= set(logged_rows(settings.prediction_log_url()))
+    closed = [line for line in lines if line["msg"].startswith("prediction log closed")]
+    assert [(line["written"], line["dropped"]) for line in closed] == [(5, 0)]
 
 
 def test_feedback_is_joined_once_and_a_repeat_answers_the_same(api: TestClient) -> None:

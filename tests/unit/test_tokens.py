@@ -114,6 +114,17 @@ def test_token_within_clock_skew_leeway_is_accepted(hs256: Authenticator) -> Non
     assert hs256.verify(token).subject == "alice"
 
 
+def test_token_not_yet_valid_beyond_the_leeway_is_rejected(hs256: Authenticator) -> None:
+    now = int(time.time())
+    early = jwt.encode(claims(iat=now, nbf=now + LEEWAY_SECONDS + 60), SECRET, algorithm="HS256")
+    with pytest.raises(InvalidToken, match=r"not yet valid \(nbf\)"):
+        hs256.verify(early)
+    with pytest.raises(InvalidToken, match="nbf"):
+        hs256.verify(early)  # and the refusal is not cached as a success
+    skewed = jwt.encode(claims(iat=now, nbf=now + 2), SECRET, algorithm="HS256")
+    assert hs256.verify(skewed).subject == "alice", "within the clock skew leeway"
+
+
 def test_wrong_signature_is_rejected(hs256: Authenticator) -> None:
     token = jwt.encode(claims(), "t" * 48, algorithm="HS256")
     with pytest.raises(InvalidToken, match=r"[Ss]ignature verification failed"):

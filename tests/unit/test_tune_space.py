@@ -1,15 +1,25 @@
 """The search space: checked against the training config, expanded into numbered trials, and
-cut into stage tasks that trials with equal settings share."""
+cut into stage tasks that trials with equal settings share; those stages score a fold as
+sklearn's cross-validation of the whole pipeline does, and a search records every trial."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+from distributed import Client
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import Pipeline
 
 from sentiment_mlops.config import ConfigError, TrainConfig
-from sentiment_mlops.tuning.search import plan
+from sentiment_mlops.data import LabelledTexts
+from sentiment_mlops.model import build_classifier, build_preprocessor, build_vectorizer
+from sentiment_mlops.tuning import work
+from sentiment_mlops.tuning.search import TrialResult, plan, run_search
 from sentiment_mlops.tuning.space import (
     TuneConfig,
     check_space,
@@ -19,6 +29,21 @@ from sentiment_mlops.tuning.space import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def snippets(shared_data: Path) -> LabelledTexts:
+    """300 movie-review snippets of each class, drawn reproducibly."""
+    frame = pd.read_csv(shared_data / "mr-rt-polarity" / "all.csv", keep_default_na=False)
+    drawn = frame.groupby("label").sample(300, random_state=0)
+    return LabelledTexts(drawn["text"].tolist(), drawn["label"].tolist(), "mr sample")
+
+
+@pytest.fixture(scope="module")
+def dask_client() -> Iterator[Client]:
+    """A Dask cluster inside this process: one worker thread, no dashboard."""
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as c:
+        yield c
 
 
 def space(**kwargs: object) -> TuneConfig:
@@ -114,6 +139,33 @@ def test_an_invalid_combination_is_a_failed_trial_not_an_error() -> None:
     assert trials[1].error is not None and "vectorizer.ngram_range" in trials[1].error
 
 
+def test_a_search_records_an_invalid_combination_as_a_failed_trial(dask_client: Client) -> None:
+    """The trials that make no valid config are in the results, in order among the others,
+    failed with why; the valid ones are scored."""
+    config = space(
+        search="grid",
+        budget=4,
+        folds=2,
+        space={"vectorizer.ngram_range": [[1, 1], [2, 1]], "classifier.C": [1.0, 0.5]},
+    )
+    trials = expand(config, TrainConfig())
+    words = ("great", "fine", "dull", "awful")
+    texts = [f"a {words[i % 4]} {words[(i + 1) % 4]} film {i}" for i in range(24)]
+    labels = ["positive" if i % 4 < 2 else "negative" for i in range(24)]
+    data = LabelledTexts(texts, labels, "made up")
+    reported: list[TrialResult] = []
+    results = run_search(dask_client, data, trials, config, on_result=reported.append)
+    assert [r.number for r in results] == [1, 2, 3, 4]
+    assert [r.ok for r in results] == [True, True, False, False]
+    for failed in results[2:]:
+        assert failed.error is not None and "ngram_range" in failed.error
+        assert failed.scores == [] and failed.metrics == {}
+        assert failed.tags["error"] == failed.error
+        assert failed.params == failed.trial.overrides
+    assert all(len(r.scores) == 2 for r in results[:2])
+    assert sorted(r.number for r in reported) == [1, 2, 3, 4], "each reported once"
+
+
 def test_trials_differing_only_in_the_classifier_share_their_features() -> None:
     values = {"vectorizer.ngram_range": [[1, 1], [1, 2]], "classifier.C": [0.1, 1.0, 10.0]}
     trials = expand(space(search="grid", budget=6, space=values), TrainConfig())
@@ -143,3 +195,31 @@ def test_scores_are_submitted_grouped_by_their_features() -> None:
         )
     ]
     assert len(groups) == 2
+
+
+def test_a_folds_stages_score_it_as_a_pipeline_in_cross_validation_does(
+    snippets: LabelledTexts,
+) -> None:
+    """Preprocessing shared across folds, the vectorizer fitted on each fold's training part:
+    the same scores as sklearn's `cross_val_score` of one Pipeline of the same stages, on
+    the same folds (a vectorizer that saw the validation texts gives others)."""
+    config = with_overrides(TrainConfig(), {"preprocess.negation": True})
+    texts = np.asarray(snippets.texts, dtype=object)
+    labels = np.asarray(snippets.labels, dtype=object)
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=3).split(texts, labels))
+    corpus = work.preprocess(work.Corpus.of(texts, labels), config)
+    scores = []
+    for number, (train, validation) in enumerate(folds, start=1):
+        features = work.featurize(corpus, work.Fold(number, train, validation), config)
+        scored = work.score_fold(features, config, 1, number, "accuracy")
+        assert scored.error is None
+        scores.append(scored.score)
+    pipeline = Pipeline(
+        [
+            ("preprocess", build_preprocessor(config)),
+            ("vectorizer", build_vectorizer(config)),
+            ("classifier", build_classifier(config)),
+        ]
+    )
+    expected = cross_val_score(pipeline, list(texts), labels, cv=folds, scoring="accuracy")
+    assert scores == pytest.approx(expected.tolist(), abs=1e-12)
