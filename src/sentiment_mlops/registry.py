@@ -1,6 +1,6 @@
 """The model registry: MLflow runs, registered versions, aliases, and verified loading.
 
-This is the only module that imports mlflow. Everything goes through an explicit
+This is the only module that imports mlflow. Everything written goes through an explicit
 `MlflowClient` bound to the configured store, so two registries never share global state.
 A model is saved with skops, its SHA-256 recorded on the model version, and checked again
 before any byte of it is deserialised.
@@ -10,9 +10,9 @@ Reading tells "there is no such thing" (None, or RegistryError) from "the store 
 reported as a missing alias. The database driver gets connect and statement timeouts, and
 MLflow's client is only built once the database answers.
 
-skops, scikit-learn and MLflow's model-format modules are imported by the functions that
-save and load a model, not here: `sentiment models list`, `promote` and `rollback` only read
-and write the store, and importing those cost them about 1.5 s of a 5 s command.
+mlflow itself, skops and scikit-learn are imported by the methods that need them, not here:
+importing mlflow costs 1.3 s or more, and `sentiment models list` and `sentiment predict` need
+none of it on a database store (see "reading").
 """
 
 from __future__ import annotations
@@ -20,36 +20,32 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
-import mlflow.artifacts
 import sqlalchemy
 import yaml
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import (
-    RESOURCE_DOES_NOT_EXIST,
-    TEMPORARILY_UNAVAILABLE,
-    ErrorCode,
-)
 
 from sentiment_mlops.checksums import file_sha256
 from sentiment_mlops.config import CHAMPION, Settings
 from sentiment_mlops.databases import url_scheme, with_driver_timeouts
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
     from sklearn.pipeline import Pipeline
 
     from sentiment_mlops.model import LoadedModel
@@ -77,11 +73,9 @@ LIBRARIES = (
 )
 _DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "file")
 _SQLALCHEMY_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
-_DOES_NOT_EXIST = ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
-_UNAVAILABLE = ErrorCode.Name(TEMPORARILY_UNAVAILABLE)
-# What a failed store call raises: MlflowException, or SQLAlchemy's own errors, which escape
-# MLflow while it builds its engine.
-_STORE_ERRORS = (MlflowException, sqlalchemy.exc.SQLAlchemyError)
+# MLflow's error codes (the names of its protobuf `ErrorCode` values) that this module acts on.
+_DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
+_UNAVAILABLE = "TEMPORARILY_UNAVAILABLE"
 # Causes that mean the store could not be reached or did not answer: refused or dropped
 # connections, the driver's connect and statement timeouts, a locked database, a full pool,
 # and the socket errors under an HTTP store's MlflowException.
@@ -129,6 +123,7 @@ class VersionInfo:
     sha256: str
     metrics: dict[str, float]
     data_source: str
+    source: str
 
 
 def environment_tags() -> dict[str, str]:
@@ -168,6 +163,7 @@ class Registry:
             )
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         self._client: MlflowClient | None = None
+        self._engine: sqlalchemy.Engine | None = None
         self._connecting = threading.Lock()
 
     def __reduce__(self) -> tuple[type[Registry], tuple[Settings]]:
@@ -192,6 +188,8 @@ class Registry:
         connection 10 times over ~100 s, writing a warning each time, before raising. One
         connection attempt of our own, with the driver's timeouts, fails in milliseconds.
         """
+        from mlflow import MlflowClient
+
         if url_scheme(self._store_uri) in _SQLALCHEMY_SCHEMES:
             engine = sqlalchemy.create_engine(self._store_uri, poolclass=sqlalchemy.pool.NullPool)
             try:
@@ -202,12 +200,14 @@ class Registry:
                 engine.dispose()
         try:
             return MlflowClient(tracking_uri=self._store_uri, registry_uri=self._store_uri)
-        except _STORE_ERRORS as exc:
+        except _store_errors() as exc:
             raise _failure(exc, "cannot open the registry") from exc
 
     # -- writing -----------------------------------------------------------------------------
 
     def _experiment_id(self) -> str:
+        from mlflow.exceptions import MlflowException
+
         experiment = self.client.get_experiment_by_name(self.name)
         if experiment is not None:
             return str(experiment.experiment_id)
@@ -224,6 +224,8 @@ class Registry:
             return str(experiment.experiment_id)
 
     def _ensure_registered_model(self) -> None:
+        from mlflow.exceptions import MlflowException
+
         try:
             self.client.get_registered_model(self.name)
         except MlflowException:
@@ -268,6 +270,8 @@ class Registry:
         alias: str | None,
         champion_if_first: bool,
     ) -> int:
+        from mlflow.entities import Metric, Param
+
         sha256 = file_sha256(model_dir / MODEL_FILE)
         self._ensure_registered_model()
         run = self.client.create_run(
@@ -336,6 +340,8 @@ class Registry:
     def start_search(self, params: Mapping[str, Any], tags: Mapping[str, str]) -> SearchRun:
         """Open the run of a hyperparameter search; its trials become child runs as they
         finish (`log_trial`), and `end_search` closes it."""
+        from mlflow.entities import Param
+
         experiment_id = self._experiment_id()
         run = self.client.create_run(experiment_id, tags={**environment_tags(), **tags})
         search = SearchRun(run.info.run_id, experiment_id)
@@ -351,6 +357,8 @@ class Registry:
     def log_trial(self, search: SearchRun, trial: TrialResult) -> str:
         """One finished trial as a child run of the search: its config, CV scores, time and
         workers, FINISHED; or FAILED with its error in the `error` tag. Returns the run id."""
+        from mlflow.entities import Metric, Param
+
         tags = {k: v[:MAX_TAG_CHARS] for k, v in trial.tags.items()}
         run = self.client.create_run(
             search.experiment_id,
@@ -374,6 +382,8 @@ class Registry:
         tags: Mapping[str, str] | None = None,
     ) -> None:
         """Close the search's run: FINISHED with its summary, FAILED, or KILLED (Ctrl-C)."""
+        from mlflow.entities import Metric, RunTag
+
         now = int(datetime.now(UTC).timestamp() * 1000)
         self.client.log_batch(
             search.run_id,
@@ -383,6 +393,8 @@ class Registry:
         self.client.set_terminated(search.run_id, status)
 
     def _undo(self, run_id: str, version: str | None) -> None:
+        from mlflow.exceptions import MlflowException
+
         if version is not None:
             with contextlib.suppress(MlflowException):
                 self.client.delete_model_version(self.name, version)
@@ -419,7 +431,7 @@ class Registry:
     def _history(self) -> list[int]:
         try:
             model = self.client.get_registered_model(self.name)
-        except _STORE_ERRORS as exc:
+        except _store_errors() as exc:
             if _does_not_exist(exc):
                 return []
             raise _failure(exc, "cannot read the champion history") from exc
@@ -429,48 +441,97 @@ class Registry:
         self.client.set_registered_model_tag(self.name, HISTORY_TAG, json.dumps(history))
 
     # -- reading -----------------------------------------------------------------------------
+    #
+    # A database store is read with one SQL query per table, through SQLAlchemy (its tables
+    # are MLflow's: `model_versions`, `model_version_tags`, `registered_model_aliases`,
+    # `latest_metrics`); other stores through MLflow's client. Both give the same answers
+    # (tests/unit/test_registry.py compares them), but the query needs no `import mlflow`
+    # and no MLflow client, whose store checks the schema's migrations when it opens: together
+    # over 2 s of `sentiment models list`, which then took 5 s.
+
+    @property
+    def _tables(self) -> sqlalchemy.Engine | None:
+        """The engine that reads a database store's tables (None for other stores), built on
+        first use with the driver's timeouts."""
+        if url_scheme(self._store_uri) not in _SQLALCHEMY_SCHEMES:
+            return None
+        with self._connecting:
+            if self._engine is None:
+                # Pre-ping: a pooled connection the server has since closed is replaced,
+                # so a read says why the database is down now, not that it once dropped us.
+                self._engine = sqlalchemy.create_engine(self._store_uri, pool_pre_ping=True)
+            return self._engine
+
+    def _read(self, doing: str, query: Callable[[sqlalchemy.Connection], _T]) -> _T | None:
+        """`query` on a connection to the store's tables; None when MLflow has not created
+        them yet (a store nothing was written to). RegistryUnavailable when the database
+        cannot be reached or does not answer in time."""
+        engine = self._tables
+        assert engine is not None
+        try:
+            with engine.connect() as connection:
+                if not sqlalchemy.inspect(connection).has_table("model_versions"):
+                    return None
+                return query(connection)
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            raise _failure(exc, doing) from exc
 
     def resolve(self, alias: str) -> int | None:
         """The version an alias points at, or None when the alias (or model) does not exist.
 
         RegistryUnavailable when the store cannot be reached or does not answer in time.
-        (The aliases are read from the registered model: a missing alias is then a missing
-        key, where `get_model_version_by_alias` raises the same error code as a bad name.)
+        (Through the client, the aliases are read from the registered model: a missing alias
+        is then a missing key, where `get_model_version_by_alias` raises the same error code
+        as a bad name.)
         """
+        if self._tables is not None:
+            aliases = self._read(
+                f"cannot resolve alias '{alias}'", lambda c: _aliases_in_tables(c, self.name)
+            )
+            return (aliases or {}).get(alias)
         try:
-            aliases = self.client.get_registered_model(self.name).aliases
-        except _STORE_ERRORS as exc:
+            found = self.client.get_registered_model(self.name).aliases
+        except _store_errors() as exc:
             if _does_not_exist(exc):
                 return None
             raise _failure(exc, f"cannot resolve alias '{alias}'") from exc
-        version = aliases.get(alias)
+        version = found.get(alias)
         return None if version is None else int(version)
 
     def version(self, version: int) -> VersionInfo:
         """Details of one version; RegistryError if it does not exist."""
-        return self._info(self._model_version(version))
-
-    def _model_version(self, version: int) -> Any:
+        if self._tables is not None:
+            found = self._read(
+                f"cannot read version {version}",
+                lambda c: _versions_in_tables(c, self.name, version),
+            )
+            if not found:
+                raise RegistryError(f"model '{self.name}' has no version {version}")
+            return found[0]
         try:
-            return self.client.get_model_version(self.name, str(version))
-        except _STORE_ERRORS as exc:
+            mv = self.client.get_model_version(self.name, str(version))
+        except _store_errors() as exc:
             if _does_not_exist(exc):
                 raise RegistryError(f"model '{self.name}' has no version {version}") from exc
             raise _failure(exc, f"cannot read version {version}") from exc
+        return self._info(mv)
 
     def versions(self) -> list[VersionInfo]:
         """All versions, newest first."""
+        if self._tables is not None:
+            found = self._read("cannot list versions", lambda c: _versions_in_tables(c, self.name))
+            return found or []
         try:
-            found = self.client.search_model_versions(f"name='{self.name}'")
+            model_versions = self.client.search_model_versions(f"name='{self.name}'")
             aliases = self.client.get_registered_model(self.name).aliases
-        except _STORE_ERRORS as exc:
+        except _store_errors() as exc:
             if _does_not_exist(exc):
                 return []
             raise _failure(exc, "cannot list versions") from exc
         by_version: dict[str, list[str]] = {}
         for alias, version in aliases.items():
             by_version.setdefault(str(version), []).append(alias)
-        infos = (self._info(mv, by_version.get(str(mv.version), [])) for mv in found)
+        infos = (self._info(mv, by_version.get(str(mv.version), [])) for mv in model_versions)
         return sorted(infos, key=lambda v: -v.version)
 
     def _info(self, mv: Any, aliases: list[str] | None = None) -> VersionInfo:
@@ -478,7 +539,7 @@ class Registry:
         if mv.run_id:
             try:
                 metrics = dict(self.client.get_run(mv.run_id).data.metrics)
-            except _STORE_ERRORS as exc:
+            except _store_errors() as exc:
                 if not _does_not_exist(exc):
                     raise _failure(exc, f"cannot read run {mv.run_id}") from exc
         return VersionInfo(
@@ -489,6 +550,7 @@ class Registry:
             sha256=mv.tags.get(SHA256_TAG, ""),
             metrics=metrics,
             data_source=mv.tags.get("data_source", ""),
+            source=mv.source or "",
         )
 
     def load(self, ref: str | int = CHAMPION) -> LoadedModel:
@@ -509,34 +571,132 @@ class Registry:
                     "train one (`sentiment train`) or promote one (`sentiment models promote`)"
                 )
             version = resolved
-        mv = self._model_version(version)
-        expected = mv.tags.get(SHA256_TAG, "")
-        if not expected:
+        info = self.version(version)
+        if not info.sha256:
             raise IntegrityError(f"version {version} of '{self.name}' has no recorded sha256")
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                local = mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"{mv.source}/{MODEL_FILE}",
-                    dst_path=tmp,
-                    tracking_uri=self._store_uri,
-                )
-            except (MlflowException, OSError) as exc:
+                path = self._download(f"{info.source}/{MODEL_FILE}", Path(tmp))
+            except _fetch_errors() as exc:
                 raise RegistryError(
-                    f"cannot fetch the artifact of version {version} from {mv.source}: {exc}"
+                    f"cannot fetch the artifact of version {version} from {info.source}: {exc}"
                 ) from exc
-            path = Path(local)
             actual = file_sha256(path)
-            if actual != expected:
+            if actual != info.sha256:
                 raise IntegrityError(
                     f"refusing to load version {version} of '{self.name}': artifact sha256 "
-                    f"{actual} does not match the registered {expected} (tampered or corrupt)"
+                    f"{actual} does not match the registered {info.sha256} (tampered or corrupt)"
                 )
             pipeline = _load_model(path)
-        return LoadedModel(pipeline, version, expected, mv.run_id or "")
+        return LoadedModel(pipeline, version, info.sha256, info.run_id)
+
+    def _download(self, uri: str, folder: Path) -> Path:
+        """A copy of the artifact at `uri` in `folder`, where nobody else writes: what is
+        verified is what is loaded. A `file:` URI (a database store's artifacts) is copied
+        as MLflow would copy it, without importing mlflow; other URIs are MLflow's to fetch."""
+        if urlparse(uri).scheme == "file":
+            copy = folder / Path(uri).name
+            shutil.copyfile(url2pathname(urlparse(uri).path), copy)
+            return copy
+        import mlflow.artifacts
+
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=str(folder), tracking_uri=self._store_uri
+            )
+        )
+
+
+_T = TypeVar("_T")
+# MLflow's stage of a version being deleted; its own searches leave such versions out.
+_DELETED_STAGE = "Deleted_Internal"
+
+
+def _aliases_in_tables(connection: sqlalchemy.Connection, name: str) -> dict[str, int]:
+    """The model's aliases and the versions they point at, from MLflow's tables."""
+    rows = connection.execute(
+        sqlalchemy.text("SELECT alias, version FROM registered_model_aliases WHERE name = :name"),
+        {"name": name},
+    )
+    return {alias: int(version) for alias, version in rows}
+
+
+def _versions_in_tables(
+    connection: sqlalchemy.Connection, name: str, version: int | None = None
+) -> list[VersionInfo]:
+    """The model's versions (or the one `version`), newest first, from MLflow's tables: what
+    MLflow's `search_model_versions`, its registered model's aliases and its runs' latest
+    metrics say, in four queries."""
+    bound = {"name": name, "version": version}
+
+    def select(columns: str, table: str, join: str = "") -> list[Any]:
+        owner = "v." if join else ""
+        where = f"{owner}name = :name" + (
+            "" if version is None else f" AND {owner}version = :version"
+        )
+        sql = f"SELECT {columns} FROM {table} {join} WHERE {where}"
+        return list(connection.execute(sqlalchemy.text(sql), bound))
+
+    rows = [
+        row
+        for row in select("version, creation_time, run_id, source, current_stage", "model_versions")
+        if row[-1] != _DELETED_STAGE
+    ]
+    tags: dict[int, dict[str, str]] = {}
+    for number, key, value in select("version, key, value", "model_version_tags"):
+        tags.setdefault(int(number), {})[key] = value
+    aliases: dict[int, list[str]] = {}
+    for alias, number in select("alias, version", "registered_model_aliases"):
+        aliases.setdefault(int(number), []).append(alias)
+    metrics: dict[str, dict[str, float]] = {}
+    for run_id, key, value, is_nan in select(
+        "m.run_uuid, m.key, m.value, m.is_nan",
+        "latest_metrics m",
+        "JOIN model_versions v ON v.run_id = m.run_uuid",
+    ):
+        metrics.setdefault(run_id, {})[key] = math.nan if is_nan else float(value)
+    infos = [
+        VersionInfo(
+            version=int(number),
+            aliases=sorted(aliases.get(int(number), [])),
+            created=datetime.fromtimestamp(created / 1000, UTC),
+            run_id=run_id or "",
+            sha256=tags.get(int(number), {}).get(SHA256_TAG, ""),
+            metrics=metrics.get(run_id, {}) if run_id else {},
+            data_source=tags.get(int(number), {}).get("data_source", ""),
+            source=source or "",
+        )
+        for number, created, run_id, source, _ in rows
+    ]
+    return sorted(infos, key=lambda v: -v.version)
+
+
+def _mlflow_errors() -> tuple[type[Exception], ...]:
+    """(MlflowException,) once mlflow is imported, else (): none of its errors can exist
+    before, and importing it (over a second) only to rule one out would undo the lazy imports.
+    Meant for `except` clauses, which are evaluated only when something was raised."""
+    module = sys.modules.get("mlflow.exceptions")
+    return () if module is None else (module.MlflowException,)
+
+
+def _store_errors() -> tuple[type[Exception], ...]:
+    """What a failed store call raises: SQLAlchemy's errors (our reads, and MLflow's while it
+    builds its engine) or MlflowException."""
+    return (sqlalchemy.exc.SQLAlchemyError, *_mlflow_errors())
+
+
+def _fetch_errors() -> tuple[type[Exception], ...]:
+    """What fetching an artifact raises: OSError (a local copy) or MlflowException."""
+    return (OSError, *_mlflow_errors())
+
+
+def _error_code(exc: BaseException) -> str | None:
+    """MLflow's error code of `exc`, None when it is not an MlflowException."""
+    return getattr(exc, "error_code", None) if isinstance(exc, _mlflow_errors()) else None
 
 
 def _does_not_exist(exc: BaseException) -> bool:
-    return isinstance(exc, MlflowException) and exc.error_code == _DOES_NOT_EXIST
+    return _error_code(exc) == _DOES_NOT_EXIST
 
 
 def _failure(exc: BaseException, doing: str) -> RegistryError:
@@ -551,7 +711,7 @@ def _failure(exc: BaseException, doing: str) -> RegistryError:
         if isinstance(cause, _UNREACHABLE):
             return RegistryUnavailable(f"registry unreachable: {_first_line(cause)}")
     for cause in chain:
-        if isinstance(cause, MlflowException) and cause.error_code == _UNAVAILABLE:
+        if _error_code(cause) == _UNAVAILABLE:
             return RegistryUnavailable(f"registry unreachable: {_first_line(cause)}")
     return RegistryError(f"{doing}: {_first_line(exc)}")
 
@@ -560,7 +720,8 @@ def _first_line(exc: BaseException) -> str:
     """The first line of the driver's own message (SQLAlchemy adds a prefix and a link)."""
     if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None:
         exc = exc.orig
-    text = str(exc.message if isinstance(exc, MlflowException) else exc).strip()
+    text = str(getattr(exc, "message", exc) if isinstance(exc, _mlflow_errors()) else exc)
+    text = text.strip()
     return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
@@ -578,6 +739,7 @@ def _save_model(pipeline: Pipeline, directory: Path) -> None:
     Like it, this refuses a pipeline holding types outside skops' trusted set, which could
     not be loaded again.
     """
+    import mlflow
     import sklearn
     import skops.io
     from mlflow.models import Model

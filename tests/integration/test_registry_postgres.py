@@ -26,8 +26,15 @@ from sentiment_mlops.serving.app import create_app
 
 from ..apps import api_settings, bearer, captured_logs, eventually, ready_client
 from ..postgres_databases import throwaway_database
+from ..registry_reads import assert_tables_read_as_the_client
 
 LOCAL_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+# What a read of versions and aliases touches, through MLflow's client or the registry's SQL:
+# locking them all freezes the registry for either.
+REGISTRY_TABLES = (
+    "registered_models, registered_model_aliases, model_versions, model_version_tags, "
+    "latest_metrics"
+)
 
 
 def _server() -> str | None:
@@ -115,6 +122,15 @@ def test_register_promote_rollback_and_load_on_postgres(
     assert list(loaded.pipeline.predict(["good"])) == ["pos"]
 
 
+def test_the_tables_read_as_mlflows_client_does_on_postgres(
+    postgres_uri: str, tmp_path: Path, clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SQL reads of `sentiment models list` and `predict` agree with MLflow's client on
+    PostgreSQL as on SQLite (tests/unit/test_registry.py)."""
+    registry = Registry(Settings(var_dir=tmp_path / "var", mlflow_tracking_uri=postgres_uri))
+    assert_tables_read_as_the_client(registry, small_pipeline(), monkeypatch)
+
+
 def test_a_locked_registry_table_times_out_in_the_driver_instead_of_hanging(
     postgres_uri: str, tmp_path: Path, clean_env: None
 ) -> None:
@@ -123,7 +139,7 @@ def test_a_locked_registry_table_times_out_in_the_driver_instead_of_hanging(
     locker = connect(postgres_uri)
     try:
         with locker.cursor() as cursor:
-            cursor.execute("LOCK TABLE registered_models IN ACCESS EXCLUSIVE MODE")
+            cursor.execute(f"LOCK TABLE {REGISTRY_TABLES} IN ACCESS EXCLUSIVE MODE")
         started = time.monotonic()
         with pytest.raises(RegistryUnavailable, match="statement timeout"):
             registry.resolve("champion")
@@ -147,7 +163,7 @@ def test_reload_against_a_frozen_registry_database_answers_timeout_and_keeps_ser
     try:
         with ready_client(app, headers=bearer("predict", "admin")) as client:
             with locker.cursor() as cursor:
-                cursor.execute("LOCK TABLE registered_models IN ACCESS EXCLUSIVE MODE")
+                cursor.execute(f"LOCK TABLE {REGISTRY_TABLES} IN ACCESS EXCLUSIVE MODE")
             started = time.monotonic()
             frozen = client.post("/admin/reload").json()["results"][0]
             answered_after = time.monotonic() - started

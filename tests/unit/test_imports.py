@@ -77,8 +77,10 @@ def test_training_modules_do_not_import_mlflow() -> None:
 
 def test_the_cli_loads_neither_numpy_nor_mlflow_before_its_callback() -> None:
     """`configure_process` runs in the CLI's callback: after importing the CLI module, but
-    before numpy and mlflow load and read their environment."""
-    loaded = loaded_after(["sentiment_mlops.cli"], {"numpy", "mlflow", "typer"})
+    before numpy and mlflow load and read their environment. Building the app loads none of
+    the heavy libraries either: each command imports what it needs."""
+    heavy = {"numpy", "mlflow", "sklearn", "pandas", "scipy", "fastapi", "dask", "sqlalchemy"}
+    loaded = loaded_after(["sentiment_mlops.cli"], {*heavy, "typer"})
     assert loaded == {"sentiment_mlops.cli": ["typer"]}
 
 
@@ -130,27 +132,66 @@ def test_importing_the_registry_loads_no_model_library() -> None:
     assert fresh_python(code, *MODEL_LIBRARIES) == []
 
 
-LIST_MODELS = f"""
+# Runs the command given as JSON in argv[1]; the watched modules follow.
+COMMAND = f"""
 import contextlib, io, json, sys
 {LOADED}
 from sentiment_mlops.cli import app
+command = json.loads(sys.argv.pop(1))
 with contextlib.redirect_stdout(io.StringIO()) as shown:
     try:
-        app(["models", "list"])
+        app(command)
     except SystemExit as exc:
         status = exc.code
 print(json.dumps([status, shown.getvalue().strip(), loaded_now()]))
 """
+# What `models list` and `predict` read a SQLite or PostgreSQL registry without: MLflow (and
+# the alembic migrations its store checks on opening), over 2 s of a command.
+STORE_LIBRARIES = ["mlflow", "alembic"]
 
 
-def test_listing_models_loads_no_model_library(tmp_path: Path) -> None:
-    """The whole command, its error handling included, on an empty store."""
+def run_command(var: Path, command: list[str], watched: list[str]) -> tuple[int, str, list[str]]:
+    """`sentiment COMMAND` in a fresh interpreter on the store in `var`: exit status, output,
+    and which of `watched` it loaded."""
     env = {
         name: value
         for name, value in os.environ.items()
         if not name.startswith("SENTIMENT_") and name != "MLFLOW_TRACKING_URI"
     }
-    env["SENTIMENT_VAR_DIR"] = str(tmp_path / "var")
-    status, shown, loaded = fresh_python(LIST_MODELS, *MODEL_LIBRARIES, env=env)
+    env["SENTIMENT_VAR_DIR"] = str(var)
+    status, shown, loaded = fresh_python(COMMAND, json.dumps(command), *watched, env=env)
+    return status, shown, loaded
+
+
+def test_listing_models_loads_no_model_library(tmp_path: Path) -> None:
+    """The whole command, its error handling included, on an empty store."""
+    watched = [*MODEL_LIBRARIES, *STORE_LIBRARIES]
+    status, shown, loaded = run_command(tmp_path / "var", ["models", "list"], watched)
     assert (status, shown) == (0, "No registered versions yet; run `sentiment train`.")
     assert loaded == []
+
+
+def registered(var: Path) -> Path:
+    """A store in `var` with one version, champion, of a small default pipeline."""
+    from sentiment_mlops.config import Settings, TrainConfig
+    from sentiment_mlops.model import build_pipeline
+    from sentiment_mlops.registry import Registry
+
+    pipeline = build_pipeline(TrainConfig.model_validate({"vectorizer": {"min_df": 1}}))
+    pipeline.fit(["good film", "bad film", "great one", "awful one"] * 3, ["pos", "neg"] * 6)
+    Registry(Settings(var_dir=var)).register(pipeline, params={}, metrics={}, tags={})
+    return var
+
+
+def test_reading_a_registry_loads_no_mlflow(tmp_path: Path, clean_env: None) -> None:
+    """`models list` reads the versions and `predict` loads the champion (verified) from the
+    store's tables and artifact folder: neither imports mlflow, and `predict` needs only
+    skops and scikit-learn (skops' import lists every estimator, so loads all of sklearn)."""
+    var = registered(tmp_path / "var")
+    watched = [*MODEL_LIBRARIES, *STORE_LIBRARIES]
+    status, shown, loaded = run_command(var, ["models", "list"], watched)
+    assert (status, loaded) == (0, [])
+    assert "champion" in shown
+    status, shown, loaded = run_command(var, ["predict", "a good film"], watched)
+    assert (status, loaded) == (0, ["sklearn", "skops"])
+    assert "version 1: pos" in shown

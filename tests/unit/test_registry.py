@@ -26,6 +26,8 @@ from sentiment_mlops.registry import (
 from sentiment_mlops.serving.launcher import free_port
 from sentiment_mlops.train import DataSpec, fit
 
+from ..registry_reads import assert_tables_read_as_the_client
+
 TEXTS = ["good movie", "bad movie", "great film", "awful film", "nice one", "poor one"] * 3
 LABELS = ["pos", "neg", "pos", "neg", "pos", "neg"] * 3
 
@@ -87,6 +89,22 @@ def test_register_training_records_the_whole_result(registry: Registry) -> None:
     assert run.data.tags["data_fingerprint"] == data.fingerprint()
     artifacts = {a.path for a in registry.client.list_artifacts(info.run_id)}
     assert {"report.json", "roc.png", "train_config.json", "model"} <= artifacts
+
+
+def test_the_tables_read_as_mlflows_client_does(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Versions, aliases, metrics and tags read with SQL (no mlflow import, so a fast
+    `sentiment models list`) are what MLflow's client reads from the same SQLite store."""
+    assert_tables_read_as_the_client(registry, fitted(), monkeypatch)
+
+
+def test_an_empty_store_has_no_versions_and_no_aliases(registry: Registry) -> None:
+    """Before MLflow has created its tables (nothing registered yet): nothing, not an error."""
+    assert registry.versions() == []
+    assert registry.resolve("champion") is None
+    with pytest.raises(RegistryError, match="has no version 1"):
+        registry.version(1)
 
 
 def test_promote_and_rollback(registry: Registry) -> None:
