@@ -4,9 +4,11 @@ living on after it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 # Children a library keeps for the life of this process and ends with it: multiprocessing's
@@ -57,18 +59,27 @@ def shut_down_library_pools() -> None:
         loky.get_reusable_executor().shutdown(wait=True, kill_workers=True)
 
 
-def left_running() -> list[str]:
-    """Kill every live descendant of this process but the library helpers, and describe each
-    one killed as `pid command line`."""
-    shut_down_library_pools()
-    leftover = []
+def _alive() -> dict[int, bytes]:
+    """Live descendants but the library helpers, with their command lines."""
+    found = {}
     for pid in descendants(os.getpid()):
         command = command_line(pid)
-        if is_zombie(pid) or any(helper in command for helper in LIBRARY_HELPERS):
-            continue
-        leftover.append(f"{pid} {command.decode(errors='replace')[:200]}")
-        try:
+        if not is_zombie(pid) and not any(helper in command for helper in LIBRARY_HELPERS):
+            found[pid] = command
+    return found
+
+
+def left_running(exiting_seconds: float = 10.0) -> list[str]:
+    """Kill every live descendant of this process but the library helpers, and describe each
+    one killed as `pid command line`. A process already on its way out (a child whose parent
+    just stopped it, still releasing its memory) is given `exiting_seconds` to go first."""
+    shut_down_library_pools()
+    deadline = time.monotonic() + exiting_seconds
+    alive = _alive()
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = _alive()
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            continue
-    return leftover
+    return [f"{pid} {command.decode(errors='replace')[:200]}" for pid, command in alive.items()]

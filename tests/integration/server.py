@@ -16,6 +16,7 @@ from sklearn.pipeline import Pipeline
 from sentiment_mlops.config import Settings, TrainConfig
 from sentiment_mlops.registry import Registry
 from sentiment_mlops.serving.launcher import ServerProcess, server_env
+from sentiment_mlops.serving.loader import HARD_LIMIT_SECONDS
 from sentiment_mlops.train import DataSpec, fit, load_split
 
 from ..apps import SECRET, bearer
@@ -61,9 +62,11 @@ def start_server(
 
 
 # How long a test waits for a server to start serving a model (a worker started or replaced, a
-# promotion polled): the server's own bound on a load, model_load_timeout_seconds, which a
-# loaded machine can need much of, plus a margin for the process start, the poll and the log.
-LOAD_BOUND = Settings().model_load_timeout_seconds + 30
+# promotion polled): the server's own bounds on a load, which a loaded machine can need much
+# of: model_load_timeout_seconds for the wait, after which a slow load is still kept when it
+# ends, and the loader child's HARD_LIMIT_SECONDS, after which it is killed; plus a margin for
+# the process start, the poll and the log line.
+LOAD_BOUND = max(Settings().model_load_timeout_seconds, HARD_LIMIT_SECONDS) + 30
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = LOAD_BOUND) -> Any:

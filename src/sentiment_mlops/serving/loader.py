@@ -35,8 +35,11 @@ if TYPE_CHECKING:  # the child lowers its priority before it imports numpy, skle
     from sentiment_mlops.serving.models import ModelSource, PreparedModel
 
 # How much the child yields the CPU to the server (os.nice): on a busy machine the swap takes
-# longer rather than the requests.
-CHILD_NICENESS = 10
+# longer rather than the requests, but not unboundedly. At 10 the child's share is a tenth of
+# a normal process's: with CPU hogs beside a loaded server a load took over 120 s and timed
+# out, again at every poll, and a promotion never served. At 5 it is a third, and a swap costs
+# p99 about 2x steady instead of 1.3x (README, benchmarks/hot_swap.py).
+CHILD_NICENESS = 5
 
 # The longest a child may run. The pool's own timeout (SENTIMENT_REGISTRY_TIMEOUT_SECONDS)
 # answers the caller much sooner; this only bounds a child stuck on a frozen database.

@@ -28,6 +28,11 @@ runs in a thread of its own and is waited for at most `SENTIMENT_REGISTRY_TIMEOU
 "unreachable" and "timed out" are told apart from "alias not set" and from a refused version,
 counted, and logged once each time they start or stop. Until an alias has a model, the
 reason is kept for `/ready` and for the 503 answers.
+
+A load that overran its timeout is not thrown away when it finishes: on a saturated machine a
+loader slowed by the CPU, not by the registry, would otherwise be started again from scratch
+at each poll and never finish in time. Its result is kept and serves at the next poll if the
+alias still points at that version ("late model load kept" in the log).
 """
 
 from __future__ import annotations
@@ -253,6 +258,8 @@ class ModelPool:
         self._refusal: str | None = None  # the last routing refusal logged
         self._states: dict[str, RegistryState] = {}
         self._overdue: dict[str, _Overdue] = {}
+        # Loads that finished after their timeout, kept for the next poll: alias -> result.
+        self._late: dict[str, PreparedModel] = {}
         self._unset: set[str] = set()  # aliases last found not set, logged once until they are
 
     def get(self, alias: str) -> ServingModel | None:
@@ -426,9 +433,17 @@ class ModelPool:
         if current is not None and current.version == version:
             return ReloadOutcome(alias, version, "unchanged")
         self._waiting[alias] = f"loading version {version}"
+        late = self._late.pop(alias, None)
         try:
-            loader = self._swap_loader if self._models else load_here
-            prepared = await self._call(alias, "load", loader, self._source, version)
+            if late is not None and late.version == version:
+                prepared = late
+                log.info(
+                    "late model load kept",
+                    extra={"alias": alias, "model_version": version, "load_seconds": late.seconds},
+                )
+            else:
+                loader = self._swap_loader if self._models else load_here
+                prepared = await self._call(alias, "load", loader, self._source, version)
         except Exception as exc:  # any failure refuses this version, whatever its kind
             self._metrics.reloads.labels(alias, "failure").inc()
             if isinstance(exc, RegistryTimedOut | ConnectionError):
@@ -500,10 +515,14 @@ class ModelPool:
             ) from None
 
     def _returned(self, alias: str, future: asyncio.Future[Any]) -> None:
-        """An overdue call came back: its answer is stale, the next poll asks again."""
-        self._overdue.pop(alias, None)
-        if not future.cancelled():
-            future.exception()  # retrieved, so asyncio does not log it as forgotten
+        """An overdue call came back. A resolve's answer is stale (the next poll asks again);
+        a load's model is kept for the next poll, which serves it if the alias still points
+        at its version."""
+        overdue = self._overdue.pop(alias, None)
+        if future.cancelled() or future.exception() is not None:
+            return  # the exception is now retrieved, so asyncio does not log it as forgotten
+        if overdue is not None and overdue.operation == "load":
+            self._late[alias] = future.result()
 
     def _registry_failed(
         self, alias: str, operation: str, version: int | None, exc: Exception
