@@ -20,14 +20,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,8 +35,8 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 import sqlalchemy
-import yaml
 
+from sentiment_mlops import model_files, registry_tables
 from sentiment_mlops.checksums import file_sha256
 from sentiment_mlops.config import CHAMPION, Settings
 from sentiment_mlops.databases import url_scheme, with_driver_timeouts
@@ -52,10 +49,6 @@ if TYPE_CHECKING:
     from sentiment_mlops.train import TrainResult
     from sentiment_mlops.tuning.search import TrialResult
 
-MODEL_FILE = "model.skops"
-REQUIREMENTS_FILE = "requirements.txt"
-PYTHON_ENV_FILE = "python_env.yaml"
-CONDA_FILE = "conda.yaml"
 SHA256_TAG = "sha256"
 HISTORY_TAG = "champion_history"
 # MLflow's own tag: the UI nests a run under the run it names (a search's trials and refit).
@@ -254,7 +247,7 @@ class Registry:
         """
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = Path(tmp) / "model"
-            _save_model(pipeline, model_dir)
+            model_files.save(pipeline, model_dir)
             version = self._log_and_register(
                 model_dir, params, metrics, tags, artifacts, alias, champion_if_first
             )
@@ -272,7 +265,7 @@ class Registry:
     ) -> int:
         from mlflow.entities import Metric, Param
 
-        sha256 = file_sha256(model_dir / MODEL_FILE)
+        sha256 = file_sha256(model_dir / model_files.MODEL_FILE)
         self._ensure_registered_model()
         run = self.client.create_run(
             self._experiment_id(), tags={**environment_tags(), **tags, SHA256_TAG: sha256}
@@ -442,12 +435,9 @@ class Registry:
 
     # -- reading -----------------------------------------------------------------------------
     #
-    # A database store is read with one SQL query per table, through SQLAlchemy (its tables
-    # are MLflow's: `model_versions`, `model_version_tags`, `registered_model_aliases`,
-    # `latest_metrics`); other stores through MLflow's client. Both give the same answers
-    # (tests/unit/test_registry.py compares them), but the query needs no `import mlflow`
-    # and no MLflow client, whose store checks the schema's migrations when it opens: together
-    # over 2 s of `sentiment models list`, which then took 5 s.
+    # A database store's tables are read by SQL (registry_tables.py), with no `import mlflow`
+    # and no MLflow client; other stores through MLflow's client. Both give the same answers
+    # (tests/registry_reads.py compares them).
 
     @property
     def _tables(self) -> sqlalchemy.Engine | None:
@@ -486,7 +476,7 @@ class Registry:
         """
         if self._tables is not None:
             aliases = self._read(
-                f"cannot resolve alias '{alias}'", lambda c: _aliases_in_tables(c, self.name)
+                f"cannot resolve alias '{alias}'", lambda c: registry_tables.aliases(c, self.name)
             )
             return (aliases or {}).get(alias)
         try:
@@ -503,11 +493,11 @@ class Registry:
         if self._tables is not None:
             found = self._read(
                 f"cannot read version {version}",
-                lambda c: _versions_in_tables(c, self.name, version),
+                lambda c: registry_tables.versions(c, self.name, version),
             )
             if not found:
                 raise RegistryError(f"model '{self.name}' has no version {version}")
-            return found[0]
+            return _from_row(found[0])
         try:
             mv = self.client.get_model_version(self.name, str(version))
         except _store_errors() as exc:
@@ -519,8 +509,10 @@ class Registry:
     def versions(self) -> list[VersionInfo]:
         """All versions, newest first."""
         if self._tables is not None:
-            found = self._read("cannot list versions", lambda c: _versions_in_tables(c, self.name))
-            return found or []
+            rows = self._read(
+                "cannot list versions", lambda c: registry_tables.versions(c, self.name)
+            )
+            return [_from_row(row) for row in rows or []]
         try:
             model_versions = self.client.search_model_versions(f"name='{self.name}'")
             aliases = self.client.get_registered_model(self.name).aliases
@@ -576,7 +568,7 @@ class Registry:
             raise IntegrityError(f"version {version} of '{self.name}' has no recorded sha256")
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                path = self._download(f"{info.source}/{MODEL_FILE}", Path(tmp))
+                path = self._download(f"{info.source}/{model_files.MODEL_FILE}", Path(tmp))
             except _fetch_errors() as exc:
                 raise RegistryError(
                     f"cannot fetch the artifact of version {version} from {info.source}: {exc}"
@@ -587,7 +579,7 @@ class Registry:
                     f"refusing to load version {version} of '{self.name}': artifact sha256 "
                     f"{actual} does not match the registered {info.sha256} (tampered or corrupt)"
                 )
-            pipeline = _load_model(path)
+            pipeline = model_files.load(path)
         return LoadedModel(pipeline, version, info.sha256, info.run_id)
 
     def _download(self, uri: str, folder: Path) -> Path:
@@ -608,67 +600,19 @@ class Registry:
 
 
 _T = TypeVar("_T")
-# MLflow's stage of a version being deleted; its own searches leave such versions out.
-_DELETED_STAGE = "Deleted_Internal"
 
 
-def _aliases_in_tables(connection: sqlalchemy.Connection, name: str) -> dict[str, int]:
-    """The model's aliases and the versions they point at, from MLflow's tables."""
-    rows = connection.execute(
-        sqlalchemy.text("SELECT alias, version FROM registered_model_aliases WHERE name = :name"),
-        {"name": name},
+def _from_row(row: registry_tables.VersionRow) -> VersionInfo:
+    return VersionInfo(
+        version=row.version,
+        aliases=row.aliases,
+        created=row.created,
+        run_id=row.run_id,
+        sha256=row.tags.get(SHA256_TAG, ""),
+        metrics=row.metrics,
+        data_source=row.tags.get("data_source", ""),
+        source=row.source,
     )
-    return {alias: int(version) for alias, version in rows}
-
-
-def _versions_in_tables(
-    connection: sqlalchemy.Connection, name: str, version: int | None = None
-) -> list[VersionInfo]:
-    """The model's versions (or the one `version`), newest first, from MLflow's tables: what
-    MLflow's `search_model_versions`, its registered model's aliases and its runs' latest
-    metrics say, in four queries."""
-    bound = {"name": name, "version": version}
-
-    def select(columns: str, table: str, join: str = "") -> list[Any]:
-        owner = "v." if join else ""
-        where = f"{owner}name = :name" + (
-            "" if version is None else f" AND {owner}version = :version"
-        )
-        sql = f"SELECT {columns} FROM {table} {join} WHERE {where}"
-        return list(connection.execute(sqlalchemy.text(sql), bound))
-
-    rows = [
-        row
-        for row in select("version, creation_time, run_id, source, current_stage", "model_versions")
-        if row[-1] != _DELETED_STAGE
-    ]
-    tags: dict[int, dict[str, str]] = {}
-    for number, key, value in select("version, key, value", "model_version_tags"):
-        tags.setdefault(int(number), {})[key] = value
-    aliases: dict[int, list[str]] = {}
-    for alias, number in select("alias, version", "registered_model_aliases"):
-        aliases.setdefault(int(number), []).append(alias)
-    metrics: dict[str, dict[str, float]] = {}
-    for run_id, key, value, is_nan in select(
-        "m.run_uuid, m.key, m.value, m.is_nan",
-        "latest_metrics m",
-        "JOIN model_versions v ON v.run_id = m.run_uuid",
-    ):
-        metrics.setdefault(run_id, {})[key] = math.nan if is_nan else float(value)
-    infos = [
-        VersionInfo(
-            version=int(number),
-            aliases=sorted(aliases.get(int(number), [])),
-            created=datetime.fromtimestamp(created / 1000, UTC),
-            run_id=run_id or "",
-            sha256=tags.get(int(number), {}).get(SHA256_TAG, ""),
-            metrics=metrics.get(run_id, {}) if run_id else {},
-            data_source=tags.get(int(number), {}).get("data_source", ""),
-            source=source or "",
-        )
-        for number, created, run_id, source, _ in rows
-    ]
-    return sorted(infos, key=lambda v: -v.version)
 
 
 def _mlflow_errors() -> tuple[type[Exception], ...]:
@@ -727,102 +671,3 @@ def _first_line(exc: BaseException) -> str:
 
 def _param_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, list | tuple | dict) else str(value)
-
-
-def _save_model(pipeline: Pipeline, directory: Path) -> None:
-    """The model as compressed skops, described by MLflow's sklearn flavour files.
-
-    `mlflow.sklearn.load_model("models:/sentiment@champion")` reads the result. It is written
-    here rather than by `mlflow.sklearn.save_model`, which serialises the model itself,
-    uncompressed (about 20x larger), and loads it back to check it: with our compressed copy,
-    three passes over SST-2's 74k-term vocabulary took ~8 s; one dump and a type audit ~4 s.
-    Like it, this refuses a pipeline holding types outside skops' trusted set, which could
-    not be loaded again.
-    """
-    import mlflow
-    import sklearn
-    import skops.io
-    from mlflow.models import Model
-    from mlflow.models.signature import ModelSignature
-    from mlflow.pyfunc import add_to_model
-    from mlflow.types.schema import ColSpec, Schema
-
-    directory.mkdir(parents=True)
-    path = directory / MODEL_FILE
-    skops.io.dump(pipeline, path, compression=zipfile.ZIP_DEFLATED, compresslevel=1)
-    untrusted = _untrusted_types(path)
-    if untrusted:
-        raise RegistryError(
-            f"cannot register this pipeline: it holds types outside skops' trusted set "
-            f"({', '.join(untrusted)}), so it could not be loaded again"
-        )
-    text = Schema([ColSpec("string")])
-    model = Model(signature=ModelSignature(inputs=text, outputs=text))
-    add_to_model(
-        model,
-        loader_module="mlflow.sklearn",
-        model_path=MODEL_FILE,
-        conda_env=CONDA_FILE,
-        python_env=PYTHON_ENV_FILE,
-        predict_fn="predict",
-    )
-    model.add_flavor(
-        "sklearn",
-        pickled_model=MODEL_FILE,
-        sklearn_version=sklearn.__version__,
-        serialization_format="skops",
-        code=None,
-        # The project's own types in this file, so that mlflow.sklearn.load_model (with this
-        # package installed) loads it too.
-        skops_trusted_types=skops.io.get_untrusted_types(file=path) or None,
-    )
-    model.model_size_bytes = path.stat().st_size
-    model.save(str(directory / "MLmodel"))
-    requirements = [
-        f"mlflow=={mlflow.__version__}",
-        *(f"{name}=={metadata.version(name)}" for name in ("scikit-learn", "skops")),
-    ]
-    (directory / REQUIREMENTS_FILE).write_text("\n".join(requirements), encoding="utf-8")
-    python = platform.python_version()
-    environments = {
-        PYTHON_ENV_FILE: {
-            "python": python,
-            "build_dependencies": ["pip", "setuptools", "wheel"],
-            "dependencies": [f"-r {REQUIREMENTS_FILE}"],
-        },
-        CONDA_FILE: {
-            "name": "mlflow-env",
-            "channels": ["conda-forge"],
-            "dependencies": [f"python={python}", "pip", {"pip": requirements}],
-        },
-    }
-    for name, content in environments.items():
-        (directory / name).write_text(yaml.safe_dump(content, sort_keys=False), encoding="utf-8")
-
-
-def _untrusted_types(path: Path) -> list[str]:
-    """Types in a skops file outside skops' trusted set and the project's own
-    (`model.TRUSTED_TYPES`): a file holding any of them is neither saved nor loaded."""
-    import skops.io
-
-    from sentiment_mlops.model import TRUSTED_TYPES
-
-    return [name for name in skops.io.get_untrusted_types(file=path) if name not in TRUSTED_TYPES]
-
-
-def _load_model(path: Path) -> Pipeline:
-    import skops.io
-    from sklearn.pipeline import Pipeline
-
-    from sentiment_mlops.model import TRUSTED_TYPES
-
-    untrusted = _untrusted_types(path)
-    if untrusted:
-        raise IntegrityError(
-            f"refusing to load {path.name}: it contains types outside the trusted set: "
-            f"{', '.join(untrusted)}"
-        )
-    model = skops.io.load(path, trusted=list(TRUSTED_TYPES))
-    if not isinstance(model, Pipeline):
-        raise IntegrityError(f"{path.name} holds a {type(model).__name__}, not a Pipeline")
-    return model

@@ -11,7 +11,7 @@ import skops.io
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from sentiment_mlops import registry as registry_mod
+from sentiment_mlops import model_files
 from sentiment_mlops.checksums import file_sha256
 from sentiment_mlops.config import Settings, TrainConfig
 from sentiment_mlops.data import LabelledTexts, Split
@@ -213,7 +213,7 @@ def test_failure_while_registering_leaves_no_version_and_no_live_run(
     def broken(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(registry_mod, "_save_model", broken)
+    monkeypatch.setattr(model_files, "save", broken)
     with pytest.raises(OSError, match="disk full"):
         register(registry, alias="champion")
     assert [v.version for v in registry.versions()] == [1]
