@@ -95,7 +95,8 @@ lint: install
 TEST_WORKERS ?= 2
 
 test: lint $(CHECKOV_STAMP) $(FEATURES_STAMP)
-	SENTIMENT_TEST_CHECKOV=$(CHECKOV_VENV)/bin/checkov $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+	SENTIMENT_TEST_CHECKOV=$(CHECKOV_VENV)/bin/checkov $(BIN)/pytest -n $(TEST_WORKERS) \
+		--dist loadgroup --durations=30
 	$(FEATURES_VENV)/bin/pytest tests/features
 
 ## test-features: only the feature-store tests, in .venv-features (Feast, pandas 2)
