@@ -87,6 +87,7 @@ train: install
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
 # pytest-xdist: the test files are spread over TEST_WORKERS processes, each file whole on one

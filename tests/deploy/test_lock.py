@@ -124,8 +124,6 @@ def test_the_development_lock_satisfies_the_extras(development: Path, extras: li
 def test_this_venv_holds_what_its_lock_pins() -> None:
     """`make install` syncs .venv to requirements/dev.lock; a package at another version (an
     install by hand, a stale venv) fails here rather than as a puzzling test elsewhere."""
-    installed = {
-        canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()
-    }
+    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
     locked = pins(DEV_LOCK)
     assert {n: (v, installed.get(n)) for n, v in locked.items() if installed.get(n) != v} == {}
