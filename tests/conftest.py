@@ -25,19 +25,6 @@ configure_process()
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """`make test` runs pytest-xdist with `--dist loadgroup`: each test file is a group, run
-    whole on one worker, so a module's server, registry or PostgreSQL cluster starts once;
-    the tests of several files that share the IMDB fit (30 s) form one group, so it is fitted
-    once. A test's own `xdist_group` mark wins."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            fixtures = getattr(item, "fixturenames", ())
-            group = "imdb" if "imdb_default" in fixtures else item.nodeid.split("::")[0]
-            item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture(scope="session", autouse=True)
 def no_process_left_running() -> Iterator[None]:
     """Torn down last, after every other fixture: any process the run started and did not
