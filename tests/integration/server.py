@@ -20,6 +20,7 @@ from sentiment_mlops.serving.loader import HARD_LIMIT_SECONDS
 from sentiment_mlops.train import DataSpec, fit, load_split
 
 from ..apps import SECRET, bearer
+from ..processes import children, command_line
 
 
 def train_into(var: Path, config: TrainConfig | None = None, alias: str | None = None) -> int:
@@ -82,15 +83,7 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = LOAD_BOUND) -
 
 def worker_pids(srv: ServerProcess) -> set[int]:
     """The parent's worker processes (its spawned children but multiprocessing's tracker)."""
-    parent = srv.proc.pid
-    pids = set()
-    for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
-        try:
-            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
-                pids.add(int(child))
-        except FileNotFoundError:
-            continue
-    return pids
+    return {pid for pid in children(srv.proc.pid) if b"spawn_main" in command_line(pid)}
 
 
 def serving(srv: ServerProcess, version: int) -> set[int]:
