@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from sentiment_mlops.cli import app
 from sentiment_mlops.config import ConfigError, Settings
-from sentiment_mlops.serving.routing import Router, RoutingConfig, read_routing
+from sentiment_mlops.serving.routing import BUCKETS, Router, RoutingConfig, bucket, read_routing
 
 from ..apps import write_routing
 
@@ -82,6 +82,26 @@ def test_a_variant_at_weight_zero_gets_no_users() -> None:
     assert {router.assign(user) for user in USERS} == {"champion"}
     assert router.config.primary == ("champion",)
     assert router.config.aliases == ("champion", "challenger")
+
+
+def user_in_bucket(experiment: str, wanted: int) -> str:
+    """A user id that `bucket` puts in bucket `wanted` of `experiment` (searched for)."""
+    for i in range(50 * BUCKETS):
+        if bucket(experiment, f"u{i}") == wanted:
+            return f"u{i}"
+    raise AssertionError(f"no user in bucket {wanted}")
+
+
+def test_users_on_a_range_boundary_land_where_the_documented_ranges_say() -> None:
+    """challenger 10 / champion 90, in alphabetical order: challenger owns buckets 0-999 and
+    champion 1000-9999; at 0.01%, challenger owns bucket 0 alone."""
+    router = split(champion=90, challenger=10)
+    expected = {0: "challenger", 999: "challenger", 1000: "champion", 9999: "champion"}
+    for wanted, variant in expected.items():
+        assert router.assign(user_in_bucket("tone", wanted)) == variant, wanted
+    tiny = split(champion=99.99, challenger=0.01)
+    assert tiny.assign(user_in_bucket("tone", 0)) == "challenger"
+    assert tiny.assign(user_in_bucket("tone", 1)) == "champion"
 
 
 def test_fractional_weights_down_to_a_hundredth() -> None:
