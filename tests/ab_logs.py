@@ -79,13 +79,30 @@ class LogBuilder:
             self.requests += [request] * count
         return self
 
-    def write(self, url: str, *, seed: int = 0, start: datetime = START) -> None:
+    def write(
+        self,
+        url: str,
+        *,
+        seed: int = 0,
+        start: datetime = START,
+        shuffle: bool = True,
+        label_delay: float = 0.0,
+        until: datetime | None = None,
+    ) -> None:
+        """Requests one second apart from `start` (shuffled, or in the order they were added),
+        each label arriving after an exponential delay of mean `label_delay` seconds; with
+        `until`, only what the log would hold at that moment (the same draws for every
+        `until`, so several calls show one experiment at several reads)."""
         rows: list[dict[str, object]] = []
         labels: list[dict[str, object]] = []
-        order = np.random.default_rng(seed).permutation(len(self.requests))
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(self.requests)) if shuffle else np.arange(len(self.requests))
+        delays = rng.exponential(label_delay, len(self.requests)) if label_delay else None
         for position, index in enumerate(order.tolist()):
             request = self.requests[index]
             at = start + timedelta(seconds=position)
+            if until is not None and at > until:
+                break
             primary_id = new_prediction_id()
             rows.append(
                 _row(
@@ -111,8 +128,11 @@ class LogBuilder:
                         primary_id,
                     )
                 )
-            if request.labelled:
-                labels.append({"prediction_id": primary_id, "label": TRUTH, "received_at": at})
+            received = at if delays is None else at + timedelta(seconds=float(delays[position]))
+            if request.labelled and (until is None or received <= until):
+                labels.append(
+                    {"prediction_id": primary_id, "label": TRUTH, "received_at": received}
+                )
         engine = create_engine(url)
         with engine.begin() as conn:
             conn.execute(predictions.insert(), rows)

@@ -589,6 +589,14 @@ def ab_report(
             "or fixed (one look at a sample size planned in advance)"
         ),
     ] = "sequential",
+    across_versions: Annotated[
+        bool,
+        typer.Option(
+            "--across-versions",
+            help="Read the whole window even where a variant changed model version in it "
+            "(default: the experiment restarts at the latest change)",
+        ),
+    ] = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON on stdout, not as tables")
     ] = False,
@@ -610,7 +618,10 @@ def ab_report(
         raise typer.BadParameter(str(exc), param_hint="'--since'") from exc
     with _user_errors(AbTestError):
         log = read_log(Settings().prediction_log_url(), experiment, start)
-        report = analyse(log, Options(baseline=baseline, mde=mde, method=method))
+        options = Options(
+            baseline=baseline, mde=mde, method=method, across_versions=across_versions
+        )
+        report = analyse(log, options)
     if json_output:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from sentiment_mlops.cli import app
-from tests.ab_logs import LogBuilder, new_log
+from tests.ab_logs import START, LogBuilder, new_log
 
 runner = CliRunner()
 
@@ -53,6 +54,7 @@ def test_json_report_has_the_variants_and_the_recommendation(experiment: str) ->
         "action": "promote",
         "reason": comparison["decision"]["reason"],
         "more_labelled_needed": None,
+        "more_labelled_needed_by_variant": None,
         "command": "sentiment models promote 4 --alias champion",
     }
     assert report["options"] == {
@@ -61,7 +63,29 @@ def test_json_report_has_the_variants_and_the_recommendation(experiment: str) ->
         "method": "sequential",
         "alpha": 0.05,
         "power": 0.8,
+        "across_versions": False,
     }
+    assert (report["versions_since"], report["left_out"]) == (None, 0)
+    assert comparison["crossed_at_labelled"] <= 2000 and comparison["difference_at_crossing"] > 0
+
+
+def test_a_version_change_restarts_the_experiment_unless_across_versions(log_url: str) -> None:
+    LogBuilder().served("champion", 3, right=300, wrong=700).served(
+        "challenger", 4, right=0, wrong=500
+    ).write(log_url, shuffle=False)  # version 4's predictions are the last of the first day
+    LogBuilder().served("champion", 3, right=300, wrong=700).served(
+        "challenger", 5, right=500, wrong=0
+    ).write(log_url, start=START + timedelta(days=1))
+    result = runner.invoke(app, ["ab", "report"])
+    assert result.exit_code == 0, result.output
+    assert "A variant changed model version: the experiment restarts at 2026-11-03 00:00:00" in (
+        result.stdout
+    )
+    assert "the 1,500 predictions before it are left out" in result.stdout
+    assert "run: sentiment models promote 5 --alias champion" in result.stdout
+    across = runner.invoke(app, ["ab", "report", "--across-versions", "--json"])
+    assert across.exit_code == 0, across.output
+    assert json.loads(across.stdout)["left_out"] == 0
 
 
 def test_table_report_says_what_it_read_and_what_to_do(experiment: str) -> None:

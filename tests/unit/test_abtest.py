@@ -282,13 +282,14 @@ def test_sequential_sample_size_gives_the_power_it_promises() -> None:
 
 def test_paired_design_needs_far_fewer_labels() -> None:
     """Models that disagree on 10% of requests: a 0.02 difference needs about a quarter of
-    the labels of two independent samples; the fixed-horizon size is statsmodels' one-sample
-    size for the standardised per-request difference."""
+    the labels of two independent samples; the fixed-horizon size is above statsmodels'
+    one-sample normal size for the standardised per-request difference (the exact test needs
+    more: tests/unit/test_abtest_decisions.py)."""
     pairs = required_pairs(0.10, 0.02, sequential=False)
     expected = NormalIndPower().solve_power(
         effect_size=0.02 / math.sqrt(0.10), alpha=0.05, power=0.8, ratio=0
     )
-    assert pairs == math.ceil(expected)
+    assert math.ceil(expected) < pairs < 1.1 * expected
     assert 4 * pairs < sum(required_independent(0.80, 0.02, 1.0, sequential=False))
     assert 4 * required_pairs(0.10, 0.02) < sum(required_independent(0.80, 0.02, 1.0))
 
@@ -319,12 +320,16 @@ def test_default_experiment_is_the_most_recent_and_since_limits_the_window(log_u
 
 
 def test_a_variant_that_changed_version_is_flagged_and_its_latest_promoted(log_url: str) -> None:
+    """Read across the change (`across_versions`): the numbers mix versions 4 and 5, and the
+    report says so. By default the change starts a new experiment: test_abtest_decisions."""
     LogBuilder().served("champion", 3, right=300, wrong=700).served(
         "challenger", 4, right=500, wrong=0
     ).write(log_url)
     later = START + timedelta(days=1)
-    LogBuilder().served("challenger", 5, right=500, wrong=0).write(log_url, start=later)
-    report = analyse(read_log(log_url))
+    LogBuilder().served("champion", 3, right=300, wrong=700).served(
+        "challenger", 5, right=500, wrong=0
+    ).write(log_url, start=later)
+    report = analyse(read_log(log_url), Options(across_versions=True))
     assert report.variants[1].model_versions == [4, 5]
     assert any("'challenger' served versions 4, 5" in w for w in report.warnings)
     assert report.recommendation.command == "sentiment models promote 5 --alias champion"

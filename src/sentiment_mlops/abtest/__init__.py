@@ -10,9 +10,8 @@ Two designs, chosen per variant from how it got its traffic:
 
 - **Paired**: the variant scored the baseline's requests in shadow (`shadow_of` = the primary
   prediction, whose feedback judges both). On the labelled requests: McNemar's exact test,
-  and the difference's interval from the Clopper-Pearson interval of the discordant pairs
-  (conditional on their number: the interval that agrees with the exact test). Only the
-  requests on which the two models disagree carry information, so far fewer labels are needed.
+  and Newcombe's paired interval of the difference. Only the requests on which the two models
+  disagree carry information, so far fewer labels are needed.
 - **Independent**: the variants split the traffic. Newcombe's interval of the difference and
   the pooled two-proportion z-test.
 
@@ -20,12 +19,15 @@ Both are fixed-horizon tests: valid when the sample size was fixed in advance an
 is read once. Operators read this report every day, and a fixed-horizon p-value checked at 20
 looks is below 0.05 in about a quarter of A/A experiments. The recommendation therefore uses,
 by default, the mixture sequential probability ratio test (mSPRT), whose always-valid p-value
-may be read after every new label (`statistics.msprt_p_values`).
+may be read after every new label (`statistics.msprt_p_values`), over the labels in the order
+they arrived; its finding has the direction the difference had when it crossed; and a change
+of model version starts a new experiment (`log.current_versions`).
 
 The statistics come from statsmodels and scipy; the mSPRT, which neither offers, is the closed
 form of the paper it cites, on numpy, and its error rate is checked by simulation in the tests.
 
 `sentiment ab report` is `log.read_log` (the experiment as arrays), then `analysis.analyse`
-(the `Report`), then `report.print_report` (or the report's JSON). Import each name from the
+(the `Report`, each comparison's action from `decision.decide`), then `report.print_report`
+(or the report's JSON). Import each name from the
 module that defines it; this package re-exports nothing.
 """

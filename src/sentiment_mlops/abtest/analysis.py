@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
+from sentiment_mlops.abtest.decision import Decision, Evidence, Method, decide, overall
 from sentiment_mlops.abtest.errors import AbTestError
-from sentiment_mlops.abtest.log import ExperimentLog
+from sentiment_mlops.abtest.log import ExperimentLog, current_versions
 from sentiment_mlops.abtest.statistics import (
     ALPHA,
     POWER,
     BoolArray,
+    FloatArray,
+    first_crossing,
     fixed_p_independent,
     mcnemar_exact_p,
+    paired_difference_ci,
     required_independent,
     required_pairs,
     sequential_p_independent,
@@ -26,21 +31,31 @@ from sentiment_mlops.abtest.statistics import (
 )
 from sentiment_mlops.config import CHAMPION, DEFAULT_MDE
 
-Method = Literal["sequential", "fixed"]
-Action = Literal["promote", "keep", "continue"]
 Design = Literal["paired", "independent"]
 
 
 @dataclass(frozen=True)
 class Options:
     """What the report decides with: the baseline variant, the minimum detectable effect (an
-    absolute accuracy difference), which p-value drives the recommendation, alpha and power."""
+    absolute accuracy difference), which p-value drives the recommendation, alpha and power;
+    `across_versions` reads the whole window even when a variant changed model version in it
+    (by default the experiment restarts at the latest change: see `log.current_versions`)."""
 
     baseline: str = CHAMPION
     mde: float = DEFAULT_MDE  # also the mSPRT's mixing scale τ: tuned to effects of this size
     method: Method = "sequential"
     alpha: float = ALPHA
     power: float = POWER
+    across_versions: bool = False
+
+    def __post_init__(self) -> None:
+        for name, value, high in (("mde", self.mde, 0.5), ("alpha", self.alpha, 1.0)):
+            if not 0 < value < high:
+                raise ValueError(f"{name} must be above 0 and below {high:g}, not {value!r}")
+        if not self.alpha < self.power < 1:
+            raise ValueError(f"power must be above alpha and below 1, not {self.power!r}")
+        if self.method not in ("sequential", "fixed"):
+            raise ValueError(f"method must be 'sequential' or 'fixed', not {self.method!r}")
 
 
 @dataclass(frozen=True)
@@ -56,14 +71,6 @@ class VariantSummary:
     accuracy_ci: tuple[float, float] | None  # Wilson, 95%
     latency_p50_ms: float
     latency_p99_ms: float
-
-
-@dataclass(frozen=True)
-class Decision:
-    action: Action
-    reason: str
-    more_labelled_needed: int | None = None
-    command: str | None = None  # what to run to act on it
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,10 @@ class Comparison:
     p_sequential: float | None  # always valid
     discordant: tuple[int, int] | None  # paired: (only the variant right, only the baseline)
     decision: Decision
+    # The sequential test's first look at p <= alpha (labels in the order they arrived), and
+    # the difference then: the direction the decision follows. None while it has not crossed.
+    crossed_at_labelled: int | None = None
+    difference_at_crossing: float | None = None
 
 
 @dataclass(frozen=True)
@@ -96,11 +107,17 @@ class Report:
     comparisons: list[Comparison]
     recommendation: Decision
     warnings: list[str] = field(default_factory=list)
+    # Where a variant changed model version, the experiment restarts at the first prediction
+    # after the latest change; the predictions before it are left out (None: nothing was).
+    versions_since: datetime | None = None
+    left_out: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types: the numbers the tables show, unrounded."""
         data = asdict(self)
-        data["since"] = None if self.since is None else self.since.isoformat()
+        for key in ("since", "versions_since"):
+            moment = getattr(self, key)
+            data[key] = None if moment is None else moment.isoformat()
         return data
 
 
@@ -113,19 +130,24 @@ def analyse(log: ExperimentLog, options: Options | None = None) -> Report:
             f"experiment {log.experiment!r} has no {options.baseline!r} variant "
             f"(it has {', '.join(repr(n) for n in names)}); choose one with --baseline"
         )
+    versions = {name: _latest_version(log, name) for name in names}
+    whole = log
+    if not options.across_versions:
+        log = current_versions(log)
     ordered = [options.baseline, *(n for n in names if n != options.baseline)]
     summaries = [_summary(log, name) for name in ordered]
     challengers = ordered[1:]
     # Several variants against one baseline: Bonferroni keeps the chance of any false
     # promotion at alpha.
     alpha = options.alpha / max(1, len(challengers))
-    comparisons = [_compare(log, name, options, alpha) for name in challengers]
+    comparisons = [_compare(log, name, options, alpha, versions[name]) for name in challengers]
     warnings = [
         f"{s.variant!r} served versions {', '.join(map(str, s.model_versions))} in this window: "
         "its numbers mix them (--since can start after the last change)"
         for s in summaries
         if len(s.model_versions) > 1
     ]
+    left_out = len(whole.variant) - len(log.variant)
     return Report(
         experiment=log.experiment,
         experiment_most_recent=log.most_recent,
@@ -133,9 +155,15 @@ def analyse(log: ExperimentLog, options: Options | None = None) -> Report:
         options=options,
         variants=summaries,
         comparisons=comparisons,
-        recommendation=_overall(comparisons, options.baseline),
+        recommendation=overall([(c.difference, c.decision) for c in comparisons], options.baseline),
         warnings=warnings,
+        versions_since=_moment(log.created_at[0]) if left_out and len(log.variant) else None,
+        left_out=left_out,
     )
+
+
+def _moment(seconds: float) -> datetime:
+    return datetime.fromtimestamp(float(seconds), UTC)
 
 
 def _summary(log: ExperimentLog, name: str) -> VariantSummary:
@@ -170,54 +198,85 @@ def _wilson(count: int, nobs: int) -> tuple[float, float] | None:
     return float(low), float(high)
 
 
-def _compare(log: ExperimentLog, name: str, options: Options, alpha: float) -> Comparison:
+def arrival_order(log: ExperimentLog, rows: BoolArray) -> npt.NDArray[np.intp]:
+    """Indices of the labelled `rows` in the order their feedback arrived (ties in the order
+    the predictions were made).
+
+    The sequential test's guarantee holds for the sequence a reader watches grow. Feedback
+    comes late and out of order, so in prediction order each read would insert labels into
+    the prefixes an earlier read already tested, and the p-value could rise between reads;
+    in arrival order a later read only appends.
+    """
+    chosen = np.flatnonzero(rows & log.labelled)
+    return chosen[np.argsort(log.labelled_at[chosen], kind="stable")]
+
+
+def _compare(
+    log: ExperimentLog, name: str, options: Options, alpha: float, version: int
+) -> Comparison:
     pairs = log.shadow & (log.variant == name) & (log.primary_variant == options.baseline)
     if pairs.any():
-        return _compare_paired(log, name, pairs & log.labelled, options, alpha)
-    return _compare_independent(log, name, options, alpha)
+        return _compare_paired(log, name, pairs, options, alpha, version)
+    return _compare_independent(log, name, options, alpha, version)
+
+
+def _crossing(
+    p_path: FloatArray, differences: FloatArray, options: Options, alpha: float
+) -> tuple[int | None, float | None]:
+    """(labels at the crossing, difference then) for the test in use: the sequential test's
+    first look at p <= alpha; the fixed-horizon test's only look, the last."""
+    if options.method == "fixed":
+        return len(differences), float(differences[-1])
+    at = first_crossing(p_path, alpha)
+    return (None, None) if at is None else (at + 1, float(differences[at]))
 
 
 def _compare_paired(
-    log: ExperimentLog, name: str, labelled: BoolArray, options: Options, alpha: float
+    log: ExperimentLog, name: str, pairs: BoolArray, options: Options, alpha: float, version: int
 ) -> Comparison:
-    ours, theirs = log.correct[labelled], log.primary_correct[labelled]
+    order = arrival_order(log, pairs)
+    ours, theirs = log.correct[order], log.primary_correct[order]
     n = len(ours)
-    wins, losses = int((ours & ~theirs).sum()), int((theirs & ~ours).sum())
+    won, lost = np.cumsum(ours & ~theirs), np.cumsum(theirs & ~ours)
+    wins, losses = (int(won[-1]), int(lost[-1])) if n else (0, 0)
     both = int((ours & theirs).sum())
     difference = ci = p_fixed = p_seq = None
+    crossed_at = at_crossing = None
     if n:
-        difference = (wins - losses) / n
-        p_fixed = mcnemar_exact_p(wins, losses)
-        p_seq = float(
-            sequential_p_paired(
-                np.cumsum(ours & ~theirs),
-                np.cumsum(theirs & ~ours),
-                np.arange(1, n + 1),
-                options.mde,
-            )[-1]
-        )
-        if wins + losses:
-            low, high = proportion_confint(wins, wins + losses, alpha=0.05, method="beta")
-            share = (wins + losses) / n
-            ci = (float(share * (2 * low - 1)), float(share * (2 * high - 1)))
+        looks = np.arange(1, n + 1)
+        p_path = sequential_p_paired(won, lost, looks, options.mde)
+        difference, p_fixed, p_seq = (wins - losses) / n, mcnemar_exact_p(wins, losses), p_path[-1]
+        ci = paired_difference_ci(both, wins, losses, n - both - wins - losses)
+        p = p_seq if options.method == "sequential" else p_fixed
+        if p <= alpha:
+            crossed_at, at_crossing = _crossing(p_path, (won - lost) / looks, options, alpha)
+    # How often the two disagree is known from every paired request, labelled or not (their
+    # predicted labels differ); for two classes it is the share of discordant pairs, for more
+    # an upper bound: sizing with it errs towards more labels.
+    discordance = float(log.disagrees[pairs].mean())
     needed = required_pairs(
-        (wins + losses) / n if n else 0.0,
+        discordance,
         options.mde,
         alpha=alpha,
         power=options.power,
         sequential=options.method == "sequential",
     )
-    decision = _decide(
-        name,
-        options,
-        alpha,
-        difference=difference,
-        p_sequential=p_seq,
-        p_fixed=p_fixed,
-        have=n,
-        needed=needed,
-        more=max(0, needed - n),
-        version=_latest_version(log, name),
+    decision = decide(
+        Evidence(
+            variant=name,
+            baseline=options.baseline,
+            version=version,
+            method=options.method,
+            mde=options.mde,
+            power=options.power,
+            alpha=alpha,
+            p=p_seq if options.method == "sequential" else p_fixed,
+            difference=difference,
+            difference_at_crossing=at_crossing,
+            have=n,
+            needed=needed,
+            more={name: max(0, needed - n)},
+        )
     )
     return Comparison(
         variant=name,
@@ -230,26 +289,27 @@ def _compare_paired(
         difference=difference,
         difference_ci=ci,
         p_fixed=p_fixed,
-        p_sequential=p_seq,
+        p_sequential=None if p_seq is None else float(p_seq),
         discordant=(wins, losses),
         decision=decision,
+        crossed_at_labelled=crossed_at,
+        difference_at_crossing=at_crossing,
     )
 
 
 def _compare_independent(
-    log: ExperimentLog, name: str, options: Options, alpha: float
+    log: ExperimentLog, name: str, options: Options, alpha: float, version: int
 ) -> Comparison:
-    served = ~log.shadow & log.labelled
-    ours = served & (log.variant == name)
-    theirs = served & (log.variant == options.baseline)
-    either = ours | theirs
-    arm = ours[either]  # in time order: True where the label is the variant's
-    right = log.correct[either]
+    served = ~log.shadow
+    order = arrival_order(log, served & ((log.variant == name) | (log.variant == options.baseline)))
+    arm = log.variant[order] == name  # True where the label is the variant's
+    right = log.correct[order]
     c1, n1 = np.cumsum(right & ~arm), np.cumsum(~arm)
     c2, n2 = np.cumsum(right & arm), np.cumsum(arm)
     k1, m1 = (int(c1[-1]), int(n1[-1])) if len(arm) else (0, 0)
     k2, m2 = (int(c2[-1]), int(n2[-1])) if len(arm) else (0, 0)
     difference = ci = p_fixed = p_seq = None
+    crossed_at = at_crossing = None
     if m1 and m2:
         difference = k2 / m2 - k1 / m1
         low, high = confint_proportions_2indep(
@@ -257,7 +317,13 @@ def _compare_independent(
         )
         ci = (float(low), float(high))
         p_fixed = float(fixed_p_independent(k2, m2, k1, m1))
-        p_seq = float(sequential_p_independent(c1, n1, c2, n2, options.mde)[-1])
+        p_path = sequential_p_independent(c1, n1, c2, n2, options.mde)
+        p_seq = float(p_path[-1])
+        p = p_seq if options.method == "sequential" else p_fixed
+        if p <= alpha:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                differences = c2 / n2 - c1 / n1
+            crossed_at, at_crossing = _crossing(p_path, differences, options, alpha)
     base_accuracy = k1 / m1 if m1 else (k2 / m2 if m2 else 0.5)
     traffic = _traffic_ratio(log, name, options.baseline, m1, m2)
     need1, need2 = required_independent(
@@ -268,17 +334,22 @@ def _compare_independent(
         power=options.power,
         sequential=options.method == "sequential",
     )
-    decision = _decide(
-        name,
-        options,
-        alpha,
-        difference=difference,
-        p_sequential=p_seq,
-        p_fixed=p_fixed,
-        have=m1 + m2,
-        needed=need1 + need2,
-        more=max(0, need1 - m1) + max(0, need2 - m2),
-        version=_latest_version(log, name),
+    decision = decide(
+        Evidence(
+            variant=name,
+            baseline=options.baseline,
+            version=version,
+            method=options.method,
+            mde=options.mde,
+            power=options.power,
+            alpha=alpha,
+            p=p_seq if options.method == "sequential" else p_fixed,
+            difference=difference,
+            difference_at_crossing=at_crossing,
+            have=m1 + m2,
+            needed=need1 + need2,
+            more={name: max(0, need2 - m2), options.baseline: max(0, need1 - m1)},
+        )
     )
     return Comparison(
         variant=name,
@@ -294,6 +365,8 @@ def _compare_independent(
         p_sequential=p_seq,
         discordant=None,
         decision=decision,
+        crossed_at_labelled=crossed_at,
+        difference_at_crossing=at_crossing,
     )
 
 
@@ -311,68 +384,3 @@ def _traffic_ratio(log: ExperimentLog, name: str, baseline: str, m1: int, m2: in
 
 def _latest_version(log: ExperimentLog, name: str) -> int:
     return int(log.model_version[log.variant == name][-1])
-
-
-def _decide(
-    name: str,
-    options: Options,
-    alpha: float,
-    *,
-    difference: float | None,
-    p_sequential: float | None,
-    p_fixed: float | None,
-    have: int,
-    needed: int,
-    more: int,
-    version: int,
-) -> Decision:
-    """Promote, keep or continue: `have` labelled predictions, `needed` for the power at the
-    MDE, `more` still missing; `version` is the variant's latest."""
-    p = p_sequential if options.method == "sequential" else p_fixed
-    test = "sequential p" if options.method == "sequential" else "fixed-horizon p"
-    if p is not None and difference is not None and p <= alpha:
-        if difference > 0:
-            return Decision(
-                "promote",
-                f"{name} (version {version}) is more accurate than {options.baseline} by "
-                f"{difference:.4f} ({test} {p:.2g} <= {alpha:.3g})",
-                command=f"sentiment models promote {version} --alias {CHAMPION}",
-            )
-        return Decision(
-            "keep",
-            f"{name} is less accurate than {options.baseline} by {-difference:.4f} "
-            f"({test} {p:.2g} <= {alpha:.3g}); keep {options.baseline}",
-        )
-    if more > 0:
-        return Decision(
-            "continue",
-            f"about {more:,} more labelled predictions needed to detect a difference of "
-            f"{options.mde:g} in accuracy between {name} and {options.baseline} "
-            f"({options.power:.0%} power, {options.method} test)",
-            more_labelled_needed=more,
-        )
-    return Decision(
-        "keep",
-        f"no difference of {options.mde:g} or more between {name} and {options.baseline} after "
-        f"{have:,} labelled predictions ({needed:,} give {options.power:.0%} power to see one); "
-        f"keep {options.baseline}",
-        more_labelled_needed=0,
-    )
-
-
-def _overall(comparisons: list[Comparison], baseline: str) -> Decision:
-    """One line for the whole experiment: promote the best significantly better variant, else
-    continue while any comparison needs more labels, else keep the baseline."""
-    better = [c for c in comparisons if c.decision.action == "promote"]
-    if better:
-        return max(better, key=lambda c: c.difference or 0.0).decision
-    waiting = [c for c in comparisons if c.decision.action == "continue"]
-    if waiting:
-        return max(waiting, key=lambda c: c.decision.more_labelled_needed or 0).decision
-    if comparisons:
-        return (
-            comparisons[0].decision
-            if len(comparisons) == 1
-            else Decision("keep", f"no variant beats {baseline}; keep {baseline}")
-        )
-    return Decision("keep", f"only {baseline} in this experiment: nothing to compare")

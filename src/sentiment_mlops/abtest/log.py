@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,10 @@ class ExperimentLog:
 
     A shadow row's `labelled`/`correct` judge it against the feedback on its primary
     prediction, whose variant and correctness are `primary_variant`/`primary_correct` (empty
-    and False for served rows).
+    and False for served rows), and `disagrees` says whether the two predicted different
+    labels (known without feedback). `created_at` and `labelled_at` (when the feedback
+    arrived; NaN without) are seconds since the epoch: the sequential tests read the labels in
+    the order they arrived, so a later read only appends to the sequence an earlier one saw.
     """
 
     experiment: str
@@ -43,6 +47,9 @@ class ExperimentLog:
     correct: BoolArray
     primary_variant: npt.NDArray[np.str_]
     primary_correct: BoolArray
+    disagrees: BoolArray
+    created_at: FloatArray
+    labelled_at: FloatArray
 
 
 def read_log(
@@ -68,10 +75,20 @@ def read_log(
         ) from exc
     finally:
         engine.dispose()
-    variant, version, label, latency, shadow_of, primary_variant, primary_label, truth = zip(
-        *rows, strict=True
-    )
+    (
+        variant,
+        version,
+        label,
+        latency,
+        shadow_of,
+        created,
+        primary_variant,
+        primary_label,
+        truth,
+        received,
+    ) = zip(*rows, strict=True)
     labelled = np.array([t is not None for t in truth], dtype=bool)
+    shadow = np.array([s is not None for s in shadow_of], dtype=bool)
     return ExperimentLog(
         experiment=name,
         most_recent=experiment is None,
@@ -79,12 +96,56 @@ def read_log(
         variant=np.array(variant, dtype=np.str_),
         model_version=np.array(version, dtype=np.int64),
         latency_ms=np.array(latency, dtype=np.float64),
-        shadow=np.array([s is not None for s in shadow_of], dtype=bool),
+        shadow=shadow,
         labelled=labelled,
         correct=labelled & np.array([a == t for a, t in zip(label, truth, strict=True)]),
         primary_variant=np.array([v or "" for v in primary_variant], dtype=np.str_),
         primary_correct=labelled
         & np.array([a == t for a, t in zip(primary_label, truth, strict=True)]),
+        disagrees=shadow & np.array([a != b for a, b in zip(label, primary_label, strict=True)]),
+        created_at=_seconds(created),
+        labelled_at=_seconds(received),
+    )
+
+
+def _seconds(moments: tuple[datetime | None, ...]) -> FloatArray:
+    """Seconds since the epoch (NaN for None); a naive time is UTC, as the log writes them
+    (SQLite keeps no offset)."""
+    return np.array(
+        [
+            math.nan
+            if m is None
+            else (m if m.tzinfo is not None else m.replace(tzinfo=UTC)).timestamp()
+            for m in moments
+        ],
+        dtype=np.float64,
+    )
+
+
+def current_versions(log: ExperimentLog) -> ExperimentLog:
+    """The log from the first prediction after the latest change of model version of any
+    variant: an experiment compares versions, so a new version (an alias moved) starts a new
+    one. Reading across the change would mix the versions' evidence: a challenger that lost as
+    one version and wins a little as the next could be promoted on the first one's record.
+
+    Rows are in time order; during a hot swap the workers may interleave the two versions for
+    a moment, so the cut follows the last prediction of any version other than the latest.
+    """
+    cut = 0
+    for name in set(log.variant.tolist()):
+        rows = np.flatnonzero(log.variant == name)
+        older = rows[log.model_version[rows] != log.model_version[rows[-1]]]
+        if len(older):
+            cut = max(cut, int(older[-1]) + 1)
+    if cut == 0:
+        return log
+    return replace(
+        log,
+        **{
+            f.name: getattr(log, f.name)[cut:]
+            for f in fields(log)
+            if isinstance(getattr(log, f.name), np.ndarray)
+        },
     )
 
 
@@ -142,9 +203,11 @@ def _rows_query(experiment: str, since: datetime | None) -> Any:
             logged.c.label,
             logged.c.latency_ms,
             logged.c.shadow_of,
+            logged.c.created_at,
             shadowed.c.variant,
             shadowed.c.label,
             feedback.c.label,
+            feedback.c.received_at,
         )
         .select_from(
             logged.outerjoin(shadowed, shadowed.c.id == logged.c.shadow_of).outerjoin(

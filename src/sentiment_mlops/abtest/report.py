@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sentiment_mlops.abtest.analysis import Report
+from sentiment_mlops.abtest.decision import signed
 from sentiment_mlops.abtest.log import describe_moment
 
 if TYPE_CHECKING:
@@ -21,6 +22,14 @@ def print_report(report: Report, console: Console) -> None:
     chosen = " (the most recent in the log)" if report.experiment_most_recent else ""
     window = "" if report.since is None else f", predictions since {describe_moment(report.since)}"
     console.print(f"Experiment [bold]{report.experiment}[/]{chosen}{window}", highlight=False)
+    if report.versions_since is not None:
+        console.print(
+            f"A variant changed model version: the experiment restarts at "
+            f"{describe_moment(report.versions_since)}, and the {report.left_out:,} predictions "
+            "before it are left out (--across-versions reads them too)",
+            highlight=False,
+            soft_wrap=True,
+        )
     table = Table(box=box.SIMPLE_HEAD)
     headers = (
         "variant",
@@ -78,6 +87,12 @@ def print_report(report: Report, console: Console) -> None:
         console.print(
             f"  mSPRT: p = {_p(c.p_sequential)} (sequential: valid at every look)", highlight=False
         )
+        if report.options.method == "sequential" and c.crossed_at_labelled is not None:
+            console.print(
+                f"  crossed alpha at {c.crossed_at_labelled:,} labels (in the order they "
+                f"arrived), difference then {signed(c.difference_at_crossing or 0.0)}",
+                highlight=False,
+            )
         if len(report.comparisons) > 1:
             console.print(f"  → {c.decision.action}: {c.decision.reason}", highlight=False)
     rec = report.recommendation
