@@ -5,7 +5,8 @@ place, from summing in another order); the tolerance is what the scorer achieves
 to its maths, even a relative drift of 1e-11, fails.
 
 Checked on real datasets with the project's default pipeline, one text at a time (the
-request path) and as whole test sets (the batch path), and on vectorizer variants.
+request path) and as whole test sets (the batch path), and on vectorizer variants. IMDB's
+reviews are checked in tests/model/test_imdb.py, beside the fit they share.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from sentiment_mlops.scorer import (
     SklearnScorer,
     make_scorer,
 )
-from sentiment_mlops.train import TrainResult
 
 TOLERANCE = 2e-15
 NO_KNOWN_TERMS = ["", "   ", "!!! ?? ...", "a b c", "qzxvkw jjjjqqq xxyyzzq"]
@@ -92,13 +92,6 @@ def test_sst2_glue_test_set(shared_data: Path, sst2_model: Pipeline) -> None:
 
 def test_airline_three_classes(airline: tuple[np.ndarray, ...], airline_model: Pipeline) -> None:
     assert_same_as_sklearn(airline_model, airline[1])
-
-
-def test_imdb_reviews(imdb_default: TrainResult) -> None:
-    model = imdb_default.pipeline
-    texts = np.array(imdb_default.split.test.texts, dtype=object)
-    sample = np.random.default_rng(0).choice(texts, size=5_000, replace=False)
-    assert_same_as_sklearn(model, sample)
 
 
 @pytest.mark.parametrize(
