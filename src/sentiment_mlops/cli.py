@@ -603,14 +603,14 @@ def ab_report(
 ) -> None:
     """Per variant: traffic, feedback coverage, accuracy, latency; against the baseline: the
     difference, its test, and whether to promote, keep, or wait for more labels."""
-    from sentiment_mlops.abtest.analysis import Options, analyse
+    from sentiment_mlops.abtest.analysis import MIN_MDE, Options, analyse
     from sentiment_mlops.abtest.errors import AbTestError
     from sentiment_mlops.abtest.log import parse_since, read_log
     from sentiment_mlops.abtest.report import print_report
 
-    if not 0 < mde < 0.5:
+    if not MIN_MDE <= mde < 0.5:
         raise typer.BadParameter(
-            "an accuracy difference above 0 and below 0.5", param_hint="'--mde'"
+            f"an accuracy difference of at least {MIN_MDE:g} and below 0.5", param_hint="'--mde'"
         )
     try:
         start = None if since is None else parse_since(since)

@@ -133,7 +133,9 @@ def test_rows_outside_the_window_are_not_read(experiment: str) -> None:
     ("args", "complaint"),
     [
         (["--since", "last tuesday"], "neither an ISO date/time"),
-        (["--mde", "0"], "an accuracy difference above 0 and below 0.5"),
+        (["--mde", "0"], "an accuracy difference of at least 0.0001"),
+        (["--mde", "1e-300"], "an accuracy difference of at least 0.0001"),
+        (["--since", "800000d"], "'800000d' reaches back before the year 1"),
         (["--method", "bayesian"], "'bayesian' is not one of"),
     ],
 )

@@ -449,8 +449,9 @@ def test_wilson_interval_of_each_accuracy(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"mde": 0}, "mde must be above 0 and below 0.5, not 0"),
-        ({"mde": 0.5}, "mde must be above 0"),
+        ({"mde": 0}, "mde must be at least 0.0001 and below 0.5, not 0"),
+        ({"mde": 1e-300}, "mde must be at least 0.0001"),
+        ({"mde": 0.5}, "mde must be at least 0.0001"),
         ({"alpha": 1.5}, "alpha must be above 0 and below 1"),
         ({"power": 0.01}, "power must be above alpha"),
     ],

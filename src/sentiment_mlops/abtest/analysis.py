@@ -33,6 +33,10 @@ from sentiment_mlops.config import CHAMPION, DEFAULT_MDE
 
 Design = Literal["paired", "independent"]
 
+# The smallest minimum detectable effect: a hundredth of a point of accuracy already needs
+# billions of labels, and below it the mSPRT's mixing scale τ² underflows.
+MIN_MDE = 1e-4
+
 
 @dataclass(frozen=True)
 class Options:
@@ -49,9 +53,10 @@ class Options:
     across_versions: bool = False
 
     def __post_init__(self) -> None:
-        for name, value, high in (("mde", self.mde, 0.5), ("alpha", self.alpha, 1.0)):
-            if not 0 < value < high:
-                raise ValueError(f"{name} must be above 0 and below {high:g}, not {value!r}")
+        if not MIN_MDE <= self.mde < 0.5:
+            raise ValueError(f"mde must be at least {MIN_MDE:g} and below 0.5, not {self.mde!r}")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be above 0 and below 1, not {self.alpha!r}")
         if not self.alpha < self.power < 1:
             raise ValueError(f"power must be above alpha and below 1, not {self.power!r}")
         if self.method not in ("sequential", "fixed"):

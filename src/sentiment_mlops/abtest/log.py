@@ -255,7 +255,10 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     back from now: `30m`, `24h`, `7d`, `2w`. ValueError for anything else."""
     if match := _DURATION.match(text):
         amount, unit = match.groups()
-        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: int(amount)})
+        try:
+            return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: int(amount)})
+        except OverflowError:
+            raise ValueError(f"{text!r} reaches back before the year 1") from None
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
