@@ -158,6 +158,8 @@ def test_hs256_signed_with_the_public_key_is_rejected_by_rs256(
         ({"iss": "someone-else"}, "[Ii]ssuer"),
         ({"exp": None}, "exp"),
         ({"sub": None}, "sub"),
+        ({"sub": ""}, "sub claim must be a non-empty string"),
+        ({"sub": "   "}, "sub claim must be a non-empty string"),
         ({"scope": ["predict"]}, "scope"),
     ],
 )
@@ -181,6 +183,8 @@ def test_mint_rejects_unknown_scopes_and_bad_arguments(hs256: Authenticator) -> 
         hs256.mint("alice", "predict")
     with pytest.raises(ValueError, match="subject"):
         hs256.mint("", ["predict"])
+    with pytest.raises(ValueError, match="subject"):
+        hs256.mint("  ", ["predict"])
     with pytest.raises(ValueError, match="ttl_seconds"):
         hs256.mint("alice", ["predict"], ttl_seconds=0)
 

@@ -229,7 +229,7 @@ class Authenticator:
     def mint(self, subject: str, scopes: Iterable[str], ttl_seconds: int | None = None) -> str:
         """A signed token for `subject` granting `scopes`, valid for `ttl_seconds`."""
         granted = check_scopes(scopes)
-        if not subject:
+        if not subject.strip():
             raise ValueError("the token subject must not be empty")
         ttl = self._ttl_seconds if ttl_seconds is None else ttl_seconds
         if ttl <= 0:
@@ -295,11 +295,16 @@ class Authenticator:
                 f"invalid token: exp lies more than {MAX_TOKEN_TTL_SECONDS} s "
                 f"({MAX_TOKEN_TTL_SECONDS // 86400} days) ahead, longer than any token lives"
             )
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not subject.strip():
+            # `mint` refuses such a subject: a token carrying one was not made here, and an
+            # empty subject would share one identity (rate limits, routing) with every other.
+            raise InvalidToken("invalid token: the sub claim must be a non-empty string")
         scope = claims.get("scope", "")
         if not isinstance(scope, str):
             raise InvalidToken("invalid token: the scope claim must be a space-separated string")
         return Principal(
-            subject=claims["sub"],
+            subject=subject,
             scopes=frozenset(scope.split()),
             expires_at=datetime.fromtimestamp(exp, UTC),
         )
