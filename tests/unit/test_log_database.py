@@ -4,7 +4,9 @@ it, a retried batch is written once, and old rows expire."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -86,6 +88,22 @@ def test_the_file_is_in_wal_mode(tmp_path: Path) -> None:
     db.dispose()
     with sqlite3.connect(path) as raw:  # WAL is a property of the file, not of our connections
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_the_file_and_its_wal_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    """With texts logged the file holds what users wrote; the umask here would give 0644."""
+    path = tmp_path / "log" / "predictions.db"
+    old_umask = os.umask(0o022)
+    try:
+        db = database(path)
+        db.migrate()
+        db.insert([prediction_row(event(), keep_text=False)])
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.parent.iterdir()}
+        db.dispose()
+    finally:
+        os.umask(old_umask)
+    assert modes["predictions.db"] == 0o600
+    assert {name: mode for name, mode in modes.items() if mode != 0o600} == {}
 
 
 def test_workers_migrating_and_writing_the_same_file_at_once_lose_nothing(

@@ -26,8 +26,10 @@ comes out as a `FeedbackRefused` saying why.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -261,10 +263,19 @@ def _engine(url: str, timeout_seconds: float) -> Engine:
     )
 
 
+def _create_private(path: Path) -> None:
+    """Create the log's file readable by its owner only, if it does not exist yet: with
+    `SENTIMENT_LOG_TEXTS` it holds what users wrote, and SQLite gives its -wal and -shm files
+    the database file's permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def _sqlite_engine(url: str, timeout_seconds: float) -> Engine:
     database = make_url(url).database
-    if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    if database and database != ":memory:" and not database.startswith("file:"):
+        _create_private(Path(database))
     engine = create_engine(url, hide_parameters=True)
     busy_ms = math.ceil(timeout_seconds * 1000)
 
