@@ -74,3 +74,14 @@ def test_pages_may_only_load_from_this_server(http: TestClient, page: str) -> No
     policy = http.get(page).headers["content-security-policy"]
     assert "default-src 'self'" in policy
     assert "http" not in policy
+
+
+def test_the_schema_says_what_metrics_and_batches_really_are(http: TestClient) -> None:
+    """/metrics answers Prometheus text (a 503 is JSON), and no text of a batch may be empty:
+    a client generated from the schema, or a fuzzer, reads these."""
+    schema = http.get("/openapi.json").json()
+    metrics = schema["paths"]["/metrics"]["get"]["responses"]
+    assert list(metrics["200"]["content"]) == ["text/plain"]
+    assert list(metrics["503"]["content"]) == ["application/json"]
+    texts = schema["components"]["schemas"]["BatchPredictRequest"]["properties"]["texts"]
+    assert texts["items"] == {"type": "string", "minLength": 1}

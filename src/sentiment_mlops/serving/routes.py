@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from sentiment_mlops.config import Settings
 from sentiment_mlops.serving.auth import require_scope
@@ -259,7 +259,14 @@ async def ready(services: ServicesDep) -> Response:
     "/metrics",
     summary="Prometheus metrics",
     include_in_schema=True,
-    responses={503: {"description": "Metrics unavailable (no room for the shared metric files)"}},
+    response_class=PlainTextResponse,
+    responses={
+        200: {"description": "The Prometheus text exposition format"},
+        503: {
+            "description": "Metrics unavailable (no room for the shared metric files)",
+            "content": {"application/json": {}},
+        },
+    },
 )
 async def metrics(metrics: MetricsDep) -> Response:
     try:

@@ -48,7 +48,9 @@ class PredictRequest(BaseModel):
 
 
 class BatchPredictRequest(BaseModel):
-    texts: list[StrictStr] = Field(min_length=1, description="Texts to classify, in order.")
+    texts: list[Annotated[StrictStr, Field(min_length=1)]] = Field(
+        min_length=1, description="Texts to classify, in order; none may be empty."
+    )
     user_id: UserId = None
     account: Account = None
     variant: Variant = None
