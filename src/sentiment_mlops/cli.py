@@ -82,9 +82,24 @@ def _user_errors(*kinds: type[Exception]) -> Iterator[None]:
 
 @app.callback()
 def _process() -> None:
-    """Runs before every subcommand: thread and telemetry settings, and a faster exit."""
+    """Runs before every subcommand: thread and telemetry settings, a faster exit, and the
+    `SENTIMENT_*` settings checked once, so an invalid one is one line naming the variable
+    (exit 2, its value never shown: it may be a secret) in every command, not a traceback."""
     configure_process()
     skip_collection_at_exit()
+    from pydantic import ValidationError
+
+    from sentiment_mlops.config import describe_settings_error
+
+    try:
+        Settings()
+    except ValidationError as exc:
+        err.print(
+            f"[bold red]error:[/] invalid setting: {describe_settings_error(exc)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from None
 
 
 def _registry_errors() -> AbstractContextManager[None]:

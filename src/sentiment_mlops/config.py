@@ -191,6 +191,19 @@ class Settings(BaseSettings):
         return (self.data_cache_dir or self.var_dir / "datasets").resolve()
 
 
+def describe_settings_error(error: ValidationError) -> str:
+    """One line per invalid setting, named by its environment variable, without its value: a
+    value can be a secret (a database URL with its password, a signing key), and pydantic's
+    own message quotes it whole."""
+    problems = []
+    for problem in error.errors(include_url=False, include_input=False, include_context=False):
+        field = str(problem["loc"][0]) if problem["loc"] else ""
+        variable = f"SENTIMENT_{field.upper()}" if field in Settings.model_fields else field
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        problems.append(f"{variable}: {message}")
+    return "; ".join(problems)
+
+
 def _ordered(value: tuple[int, int]) -> tuple[int, int]:
     if not 1 <= value[0] <= value[1]:
         raise ValueError("ngram_range must be [low, high] with 1 <= low <= high")

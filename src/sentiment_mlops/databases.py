@@ -4,8 +4,18 @@ URL names, and the driver's own timeouts, so a call to a frozen database ends by
 from __future__ import annotations
 
 import math
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy.engine import make_url
+
+
+def masked_url(uri: str) -> str:
+    """`uri` as it may be shown (a log line, a message): its password, if any, replaced."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def url_scheme(uri: str) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sentiment_mlops.config import ConfigError, Settings
+from sentiment_mlops.databases import masked_url
 
 DEFAULT_PORT = 5000
 
@@ -63,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         parser.exit(1, f"error: {exc}\n")
     settings.artifact_location().mkdir(parents=True, exist_ok=True)
-    print(f"MLflow UI on http://127.0.0.1:{args.port} over {settings.tracking_uri()}", flush=True)
+    store = masked_url(settings.tracking_uri())
+    print(f"MLflow UI on http://127.0.0.1:{args.port} over {store}", flush=True)
     os.execv(command[0], command)
 
 
