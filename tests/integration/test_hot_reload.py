@@ -1,11 +1,17 @@
 """Promotion in the registry reaches a running server through its poll, under concurrent
-load, without a failed request; a version that fails verification on the way is refused while
-the previous one keeps serving. (The pool's refusal paths and requests spanning a swap are
-tested in process in tests/unit/test_model_pool.py.)"""
+load and with CPU hogs beside it, without a failed request; a version that fails verification
+on the way is refused while the previous one keeps serving. Every load here runs past its
+timeout, as on a saturated machine: it is let finish, counted as slow, and never as a registry
+error. (The pool's refusal paths and requests spanning a swap are tested in process in
+tests/unit/test_model_pool.py.)"""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,6 +24,22 @@ from .server import LOAD_BOUND, Traffic, register_into, start_server, wait_for
 
 POLL_SECONDS = 1.0
 CLIENTS = 4
+# Shorter than any load takes (a loader child's imports alone take seconds of CPU), so every
+# swap overruns it as a CPU-starved one would.
+LOAD_TIMEOUT_SECONDS = 0.3
+HOGS = 2
+
+
+@contextmanager
+def cpu_hogs(count: int) -> Iterator[None]:
+    """`count` busy processes beside the server, stopped on every path."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
 
 
 def test_tampered_version_is_refused_then_a_promotion_swaps_under_load(
@@ -31,10 +53,15 @@ def test_tampered_version_is_refused_then_a_promotion_swaps_under_load(
     run_id = registry.version(tampered).run_id
     (artifact,) = (var / "mlartifacts").glob(f"{run_id}/artifacts/model/model.skops")
     artifact.write_bytes(artifact.read_bytes()[:-10] + b"tampered!!")
-    srv = start_server(var, tmp_path / "server.log", reload_interval_seconds=POLL_SECONDS)
+    srv = start_server(
+        var,
+        tmp_path / "server.log",
+        reload_interval_seconds=POLL_SECONDS,
+        model_load_timeout_seconds=LOAD_TIMEOUT_SECONDS,
+    )
     try:
         srv.wait_ready()
-        with Traffic(srv.url, CLIENTS, timeout=10) as traffic:
+        with cpu_hogs(HOGS), Traffic(srv.url, CLIENTS, timeout=10) as traffic:
             registry.promote(tampered, "champion")
             wait_for(
                 "the tampered version to be refused",
@@ -44,14 +71,21 @@ def test_tampered_version_is_refused_then_a_promotion_swaps_under_load(
             refused_metrics = httpx.get(f"{srv.url}/metrics").text
             ready_while_refused = httpx.get(f"{srv.url}/ready").json()
             registry.promote(good, "champion")
-            first_good = traffic.wait_for_version(good, timeout=POLL_SECONDS + LOAD_BOUND)
+            # Bounded by the server's own limits: the poll that sees the promotion, the load
+            # (a slow one is let run up to the loader's hard limit) and the poll that serves it.
+            first_good = traffic.wait_for_version(good, timeout=2 * POLL_SECONDS + LOAD_BOUND)
             time.sleep(1.0)
+            settled_metrics = httpx.get(f"{srv.url}/metrics").text
     finally:
         srv.stop()
     assert traffic.errors == []
     assert traffic.statuses() == {200}
     assert len(traffic.answers) > 100
     assert 'model_reloads_total{result="failure",variant="champion"}' in refused_metrics
+    # Slow loads are told apart from a registry that does not answer: no registry error.
+    assert 'model_reloads_total{result="slow",variant="champion"}' in settled_metrics
+    assert "model_registry_errors_total{" not in settled_metrics
+    assert any(r.get("msg") == "model load slow" for r in srv.log_records())
     assert ready_while_refused == {
         "status": "ready",
         "detail": "champion version 1",

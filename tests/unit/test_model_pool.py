@@ -16,6 +16,7 @@ from sklearn.pipeline import Pipeline
 
 from sentiment_mlops.registry import IntegrityError, RegistryError
 from sentiment_mlops.scorer import Scorer
+from sentiment_mlops.serving import models
 from sentiment_mlops.serving.app import create_app
 from sentiment_mlops.serving.metrics import Metrics
 from sentiment_mlops.serving.models import (
@@ -210,7 +211,6 @@ def test_a_frozen_registry_call_times_out_without_piling_up_and_then_recovers(
         eventually(lambda: reload()["result"] == "loaded", "a reload once the call returned")
         after = client.post("/predict", json={"text": "great flight"}).json()
         loads_after = len(source.loads)
-    stuck_version = None if operation == "resolve" else 2
     # A load that overran is kept when it finishes (on a saturated machine the loader is
     # slowed by the CPU, and starting it again at each poll would never finish): no second
     # load of version 2; a resolve's late answer is stale, and the next poll asks again.
@@ -219,20 +219,83 @@ def test_a_frozen_registry_call_times_out_without_piling_up_and_then_recovers(
     assert [(r["alias"], r["model_version"]) for r in late] == (
         [("champion", 2)] if operation == "load" else []
     )
-    assert (first["result"], first["version"]) == ("timeout", stuck_version)
-    assert f"did not answer the {operation} of alias 'champion' within 0.5 s" in first["error"]
     assert answered_after < 10, "answered after the timeout, not when the call returned"
-    assert second["result"] == "timeout" and "no new call until it does" in second["error"]
     assert calls_while_stuck == (calls_before[0] + 1, calls_before[1] + (operation == "load"))
     assert during.status_code == 200 and during.json()["model_version"] == 1
     assert after["model_version"] == 2
-    timeouts = {"resolve": 2.0} if operation == "resolve" else {"load": 1.0, "resolve": 1.0}
-    for counted, value in timeouts.items():  # the call skipped while stuck counts as resolve
-        assert f'model_registry_errors_total{{operation="{counted}",reason="timeout"}} {value}' in (
-            metrics
-        )
     states = [r["msg"] for r in lines if "registry_state" in r]
-    assert states == ["model registry did not answer in time", "model registry answers again"]
+    slow = [r for r in lines if r["msg"] == "model load slow"]
+    if operation == "resolve":
+        assert (first["result"], first["version"]) == ("timeout", None)
+        assert "did not answer the resolve of alias 'champion' within 0.5 s" in first["error"]
+        assert second["result"] == "timeout" and "no new call until it does" in second["error"]
+        assert 'model_registry_errors_total{operation="resolve",reason="timeout"} 2.0' in metrics
+        assert states == ["model registry did not answer in time", "model registry answers again"]
+        assert slow == []
+        return
+    # A load past its timeout is slow, not a registry error: the registry answered the resolve
+    # (on a saturated machine the CPU is what the loader waits for). It is let finish, and
+    # the polls meanwhile report "loading" without asking the registry again.
+    assert (first["result"], first["version"]) == ("loading", 2)
+    assert "took longer than the 0.5 s load timeout; it is let finish" in first["error"]
+    assert second["result"] == "loading" and "still loading" in second["error"]
+    assert "model_registry_errors_total{" not in metrics
+    assert 'model_reloads_total{result="slow",variant="champion"} 1.0' in metrics
+    assert [(r["alias"], r["model_version"]) for r in slow] == [("champion", 2)]
+    assert states == []
+
+
+def test_a_slow_load_that_fails_is_refused_once_not_started_again(
+    tmp_path: Path, default_model: Pipeline
+) -> None:
+    """A slow load's failure used to be dropped when it came back: the next poll started the
+    same load again, slow again, and the version was never refused (nor logged)."""
+    broken = Misbehaving(lambda n: np.full((n, 2), np.nan), CLASSES)
+    source = FakeSource({1: default_model, 2: broken}, {"champion": 1})
+    settings = api_settings(tmp_path, registry_timeout_seconds=5, model_load_timeout_seconds=0.2)
+    released = threading.Event()
+    with (
+        ready_client(create_app(settings, source), headers=bearer("admin")) as client,
+        captured_logs() as lines,
+    ):
+        source.aliases["champion"] = 2
+        source.before_load = lambda version: released.wait(60)
+        first = client.post("/admin/reload").json()["results"][0]
+        released.set()
+        eventually(
+            lambda: client.post("/admin/reload").json()["results"][0]["result"] == "failed",
+            "the slow load's refusal",
+        )
+        loads = len(source.loads)
+    assert first["result"] == "loading"
+    assert loads == 2  # version 1 at startup, version 2 once
+    refused = [r for r in lines if r["msg"] == "refused model version"]
+    assert [(r["alias"], r["model_version"]) for r in refused] == [("champion", 2)]
+
+
+def test_a_load_stuck_past_the_loaders_hard_limit_is_a_registry_timeout(
+    tmp_path: Path, default_model: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A load let run as slow is bounded: past the hard limit a child would be killed at, the
+    polls say the registry did not answer (a frozen store, not a busy CPU)."""
+    monkeypatch.setattr(models, "HARD_LIMIT_SECONDS", 1.0)
+    source = FakeSource({1: default_model, 2: default_model}, {"champion": 1})
+    settings = api_settings(tmp_path, registry_timeout_seconds=0.2, model_load_timeout_seconds=0.2)
+    frozen = threading.Event()
+    with ready_client(create_app(settings, source), headers=bearer("admin")) as client:
+        source.aliases["champion"] = 2
+        source.before_load = lambda version: frozen.wait(60)
+        try:
+            first = client.post("/admin/reload").json()["results"][0]
+            eventually(
+                lambda: client.post("/admin/reload").json()["results"][0]["result"] == "timeout",
+                "a registry timeout past the hard limit",
+            )
+            metrics = client.get("/metrics").text
+        finally:
+            frozen.set()
+    assert first["result"] == "loading"
+    assert 'model_registry_errors_total{operation="resolve",reason="timeout"}' in metrics
 
 
 def test_health_answers_at_once_and_ready_says_why_until_the_model_is_loaded(

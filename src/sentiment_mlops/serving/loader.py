@@ -41,8 +41,9 @@ if TYPE_CHECKING:  # the child lowers its priority before it imports numpy, skle
 # p99 about 2x steady instead of 1.3x (README, benchmarks/hot_swap.py).
 CHILD_NICENESS = 5
 
-# The longest a child may run. The pool's own timeout (SENTIMENT_REGISTRY_TIMEOUT_SECONDS)
-# answers the caller much sooner; this only bounds a child stuck on a frozen database.
+# The longest a child may run. The pool's load timeout (SENTIMENT_MODEL_LOAD_TIMEOUT_SECONDS)
+# answers the caller much sooner, and the load is then let run as "slow" until this limit;
+# it bounds a child stuck on a frozen database, and how late a promotion can serve.
 HARD_LIMIT_SECONDS = 300.0
 
 

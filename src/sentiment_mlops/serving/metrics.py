@@ -144,7 +144,8 @@ class Metrics:
         )
         self.reloads = Counter(
             "model_reloads_total",
-            "Attempts to load a newly aliased version, by alias and result.",
+            "Attempts to load a newly aliased version, by alias and result: success, failure, "
+            "or slow (past SENTIMENT_MODEL_LOAD_TIMEOUT_SECONDS and let finish).",
             ["variant", "result"],
             registry=r,
         )

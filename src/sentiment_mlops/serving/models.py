@@ -32,7 +32,13 @@ reason is kept for `/ready` and for the 503 answers.
 A load that overran its timeout is not thrown away when it finishes: on a saturated machine a
 loader slowed by the CPU, not by the registry, would otherwise be started again from scratch
 at each poll and never finish in time. Its result is kept and serves at the next poll if the
-alias still points at that version ("late model load kept" in the log).
+alias still points at that version ("late model load kept" in the log). Such a load is "slow",
+not a registry error: the registry answered the resolve just before, and the time goes to
+fetching, verifying and compiling. It counts once in `model_reloads_total{result="slow"}`
+("model load slow" in the log), the polls while it runs report "loading" without calling the
+registry, and only past the loader's hard limit (`loader.HARD_LIMIT_SECONDS`, where a child is
+killed) does it become a registry timeout. So a promotion serves within a poll interval, plus
+the load however long the CPU makes it (at most the hard limit), plus one more interval.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ import numpy as np
 from sentiment_mlops.config import ConfigError
 from sentiment_mlops.model import LoadedModel
 from sentiment_mlops.scorer import Scorer, make_scorer
+from sentiment_mlops.serving.loader import HARD_LIMIT_SECONDS
 from sentiment_mlops.serving.metrics import Metrics
 from sentiment_mlops.serving.predictions import OVERRIDE_EXPERIMENT
 from sentiment_mlops.serving.routing import Router, RoutingConfig
@@ -68,7 +75,9 @@ WARMUP_TEXTS = (
     "",
 )
 
-ReloadResultName = Literal["loaded", "unchanged", "failed", "missing", "unreachable", "timeout"]
+ReloadResultName = Literal[
+    "loaded", "unchanged", "failed", "missing", "unreachable", "timeout", "loading"
+]
 RoutingResultName = Literal["applied", "unchanged", "refused"]
 RegistryState = Literal["ok", "unreachable", "timeout", "error"]
 _STATE_MESSAGES: dict[RegistryState, str] = {
@@ -124,6 +133,13 @@ class UnknownVariant(ValueError):
 
 class RegistryTimedOut(TimeoutError):
     """A registry call took longer than the timeout, or an earlier one has still not returned."""
+
+
+class LoadOverdue(RuntimeError):
+    """A load ran past its timeout and is still running: the registry answered (the alias
+    resolved), and the time goes to fetching, verifying and compiling the version, which a
+    saturated CPU slows. It is let run, up to the loader's hard limit, and not counted as a
+    registry error."""
 
 
 @dataclass(frozen=True)
@@ -185,6 +201,7 @@ class _Overdue:
     operation: str
     started: float
     future: asyncio.Future[Any]
+    version: int | None = None  # a load's
 
 
 def _warm_up(scorer: Scorer) -> None:
@@ -259,7 +276,9 @@ class ModelPool:
         self._states: dict[str, RegistryState] = {}
         self._overdue: dict[str, _Overdue] = {}
         # Loads that finished after their timeout, kept for the next poll: alias -> result.
-        self._late: dict[str, PreparedModel] = {}
+        # Loads that finished after their timeout, for the next poll: alias -> (version, the
+        # model, or the exception that refused it).
+        self._late: dict[str, tuple[int | None, PreparedModel | BaseException]] = {}
         self._unset: set[str] = set()  # aliases last found not set, logged once until they are
 
     def get(self, alias: str) -> ServingModel | None:
@@ -421,6 +440,8 @@ class ModelPool:
         current = self._models.get(alias)
         try:
             version = await self._call(alias, "resolve", self._source.resolve, alias)
+        except LoadOverdue as exc:  # an earlier poll's load is still running: let it
+            return self._waiting_for(ReloadOutcome(alias, None, "loading", str(exc)))
         except Exception as exc:  # the registry being down must not stop serving
             return self._registry_failed(alias, "resolve", None, exc)
         self._set_state(alias, "ok")
@@ -433,9 +454,11 @@ class ModelPool:
         if current is not None and current.version == version:
             return ReloadOutcome(alias, version, "unchanged")
         self._waiting[alias] = f"loading version {version}"
-        late = self._late.pop(alias, None)
+        late_version, late = self._late.pop(alias, (None, None))
         try:
-            if late is not None and late.version == version:
+            if late_version == version and isinstance(late, BaseException):
+                raise late  # a slow load that failed: refused as if it had been on time
+            if late_version == version and isinstance(late, PreparedModel):
                 prepared = late
                 log.info(
                     "late model load kept",
@@ -444,6 +467,13 @@ class ModelPool:
             else:
                 loader = self._swap_loader if self._models else load_here
                 prepared = await self._call(alias, "load", loader, self._source, version)
+        except LoadOverdue as exc:
+            self._metrics.reloads.labels(alias, "slow").inc()
+            log.warning(
+                "model load slow",
+                extra={"alias": alias, "model_version": version, "error": str(exc)},
+            )
+            return self._waiting_for(ReloadOutcome(alias, version, "loading", str(exc)))
         except Exception as exc:  # any failure refuses this version, whatever its kind
             self._metrics.reloads.labels(alias, "failure").inc()
             if isinstance(exc, RegistryTimedOut | ConnectionError):
@@ -498,6 +528,12 @@ class ModelPool:
         overdue = self._overdue.get(alias)
         if overdue is not None:
             waited = time.monotonic() - overdue.started
+            if overdue.operation == "load" and waited < HARD_LIMIT_SECONDS:
+                raise LoadOverdue(
+                    f"still loading a version of alias '{alias}' after {waited:.0f} s, past the "
+                    f"{self._timeouts['load']:g} s load timeout (a busy machine); it serves "
+                    "at the first poll after it finishes"
+                )
             raise RegistryTimedOut(
                 f"registry has not answered the {overdue.operation} of alias '{alias}' "
                 f"started {waited:.0f} s ago; no new call until it does"
@@ -507,8 +543,14 @@ class ModelPool:
         try:
             return await asyncio.wait_for(asyncio.shield(future), self._timeouts[operation])
         except TimeoutError:
-            self._overdue[alias] = _Overdue(operation, started, future)
+            version = args[1] if operation == "load" else None
+            self._overdue[alias] = _Overdue(operation, started, future, version)
             future.add_done_callback(lambda done: self._returned(alias, done))
+            if operation == "load":
+                raise LoadOverdue(
+                    f"loading a version of alias '{alias}' took longer than the "
+                    f"{self._timeouts[operation]:g} s load timeout; it is let finish"
+                ) from None
             raise RegistryTimedOut(
                 f"registry did not answer the {operation} of alias '{alias}' "
                 f"within {self._timeouts[operation]:g} s"
@@ -516,13 +558,15 @@ class ModelPool:
 
     def _returned(self, alias: str, future: asyncio.Future[Any]) -> None:
         """An overdue call came back. A resolve's answer is stale (the next poll asks again);
-        a load's model is kept for the next poll, which serves it if the alias still points
-        at its version."""
+        a load's model, or the exception that refused it, is kept for the next poll, which
+        serves (or refuses) it if the alias still points at its version."""
         overdue = self._overdue.pop(alias, None)
-        if future.cancelled() or future.exception() is not None:
-            return  # the exception is now retrieved, so asyncio does not log it as forgotten
+        if future.cancelled():
+            return
+        # Retrieving the exception also keeps asyncio from logging it as never retrieved.
+        failure = future.exception()
         if overdue is not None and overdue.operation == "load":
-            self._late[alias] = future.result()
+            self._late[alias] = (overdue.version, failure or future.result())
 
     def _registry_failed(
         self, alias: str, operation: str, version: int | None, exc: Exception

@@ -111,7 +111,9 @@ class ReloadResult(BaseModel):
         description="loaded: swapped in; unchanged: already served; missing: the alias is not "
         "set; unreachable: the registry cannot be reached; timeout: it did not answer within "
         "SENTIMENT_REGISTRY_TIMEOUT_SECONDS (or an earlier call has still not returned); "
-        "failed: the version was refused, or the registry answered with an error."
+        "failed: the version was refused, or the registry answered with an error; loading: "
+        "a load has run past SENTIMENT_MODEL_LOAD_TIMEOUT_SECONDS (a busy machine) and is let "
+        "finish: it serves at the first poll after it does."
     )
     error: str | None = None
 
