@@ -113,10 +113,13 @@ class Settings(BaseSettings):
     # spawned worker cannot answer until its imports are done: under CPU load that took over
     # uvicorn's default 5 s, and workers were killed and respawned in a loop for minutes.
     worker_healthcheck_seconds: int = Field(default=60, ge=1)
-    # Per worker: a client must send its request headers within header_timeout_seconds; an
-    # idle kept-alive connection is closed after keep_alive_seconds; at most max_connections
-    # are held (lowered at startup to fit the open-file limit). See serving/connections.py.
+    # Per worker: a client must send its request headers within header_timeout_seconds, of at
+    # most max_header_bytes, and then its body within body_timeout_seconds; an idle kept-alive
+    # connection is closed after keep_alive_seconds; at most max_connections are held
+    # (lowered at startup to fit the open-file limit). See serving/connections.py.
     header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_header_bytes: int = Field(default=65_536, ge=4096)
     keep_alive_seconds: int = Field(default=5, ge=1)
     max_connections: int = Field(default=2048, ge=1)
 

@@ -23,6 +23,9 @@ from .server import LOAD_BOUND, register_into, serving, start_server, wait_for, 
 OPEN_FILES = 256  # the server's open-file limit: 128 for connections, 128 kept in reserve
 SLOW_CONNECTIONS = 400
 HEADER_TIMEOUT = 5.0
+BODY_TIMEOUT = 3.0
+MAX_HEADER_BYTES = 16_384
+SLOW_BODIES = 40
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +35,29 @@ def var(tmp_path_factory: pytest.TempPathFactory, default_model: Pipeline) -> Pa
     return var
 
 
+def slow_body(port: int) -> socket.socket:
+    """A prediction whose headers are complete and whose body has sent one byte of 100."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    token = bearer("predict")["Authorization"]
+    sock.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Authorization: " + token.encode() + b"\r\nContent-Length: 100\r\n\r\n{"
+    )
+    return sock
+
+
 def test_slow_headers_neither_exhaust_open_files_nor_stay_open(var: Path, tmp_path: Path) -> None:
     """About 20,000 connections sending their headers slowly filled the open-file limit and
     every new request failed; a half-sent header was still open after 150 s. Here: 400 such
-    connections against a server allowed 256 open files."""
+    connections against a server allowed 256 open files. Then the same with bodies sent one
+    byte at a time (2,100 of them held every slot for 40 s), and headers too large."""
     srv = start_server(
         var,
         tmp_path / "slow.log",
         max_open_files=OPEN_FILES,
         header_timeout_seconds=HEADER_TIMEOUT,
+        body_timeout_seconds=BODY_TIMEOUT,
+        max_header_bytes=MAX_HEADER_BYTES,
     )
     slow: list[socket.socket] = []
     try:
@@ -57,10 +74,34 @@ def test_slow_headers_neither_exhaust_open_files_nor_stay_open(var: Path, tmp_pa
         still_held = sum(held_open(sock) for sock in slow)
         deadline = time.monotonic() + HEADER_TIMEOUT + 30
         ends = [outcome(sock, deadline) for sock in slow]
+
+        bodies = [slow_body(srv.port) for _ in range(SLOW_BODIES)]
+        slow += bodies
+        with httpx.Client(base_url=srv.url, headers=bearer("predict"), timeout=10) as client:
+            answers_beside_bodies = [
+                client.post("/predict", json={"text": f"kind staff {i}"}).status_code
+                for i in range(5)
+            ]
+        deadline = time.monotonic() + BODY_TIMEOUT + 30
+        body_ends = [outcome(sock, deadline) for sock in bodies]
+        huge = socket.create_connection(("127.0.0.1", srv.port))
+        slow.append(huge)
+        huge.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 100_000)
+        huge_end = outcome(huge, time.monotonic() + 30)
+        whole = socket.create_connection(("127.0.0.1", srv.port))
+        slow.append(whole)  # a header over the limit arriving in one piece
+        whole.sendall(b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
+        whole_end = outcome(whole, time.monotonic() + 30)
+        with httpx.Client(base_url=srv.url, timeout=10) as client:
+            fitting = client.get("/health", headers={"X-Big": "a" * 12_000}).status_code
     finally:
         for sock in slow:
             sock.close()
         srv.stop()
+    assert answers_beside_bodies == [200] * 5
+    assert body_ends == ["HTTP/1.1 408 Request Timeout"] * SLOW_BODIES
+    assert huge_end == whole_end == "HTTP/1.1 431 Request Header Fields Too Large"
+    assert fitting == 200
     assert answers == [200] * 10
     assert still_held > 0, "the normal requests were answered while slow connections were held"
     # Every slow connection is ended by the server, timed out or evicted from the full cap by a

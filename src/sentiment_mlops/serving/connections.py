@@ -7,11 +7,17 @@ each such connection holds a file descriptor until the process has none left. It
 complete, and it counts these half-open connections, so enough of them would turn every real
 request into a 503.
 
-`GuardedHttpToolsProtocol`, uvicorn's httptools protocol selected with `http=`, adds two limits
-per worker, both from `ConnectionLimits`:
+`GuardedHttpToolsProtocol`, uvicorn's httptools protocol selected with `http=`, adds these
+limits per worker, all from `ConnectionLimits`:
 
 - **header timeout**: from connect (or the first byte of the next request on a kept-alive
   connection) until the request's headers are complete; then 408 and close.
+- **header size**: the request line and headers together may hold `max_header_bytes`;
+  beyond, 431 and close (uvicorn parsed headers of any size: 8 x 40 MB at once took 300 MB).
+- **body timeout**: from the end of the headers until the whole body is in; then 408 and
+  close. Without it a client sending one body byte every few seconds held its connection, and
+  its slot under the cap (a connection with a request in flight is never evicted), for as
+  long as it liked: 2,100 of them left legitimate requests 503.
 - **connection cap**: a new connection beyond the cap closes the connection that has waited
   longest without a request in flight (idle, or still sending its headers: 408), as nginx
   reuses its idle connections. If every connection has a request in flight, the new one is
@@ -48,19 +54,30 @@ PROTOCOL = "sentiment_mlops.serving.connections:GuardedHttpToolsProtocol"
 FD_RESERVE = 128
 REPORT_EVERY_SECONDS = 10.0
 
-_LATE = b"request headers not sent in time\n"
-REQUEST_TIMEOUT = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_LATE), _LATE)
+
+def _answer(status: bytes, text: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (status, len(text), text)
+    )
+
+
+REQUEST_TIMEOUT = _answer(b"408 Request Timeout", b"request headers not sent in time\n")
+BODY_TIMEOUT = _answer(b"408 Request Timeout", b"request body not sent in time\n")
+HEADERS_TOO_LARGE = _answer(
+    b"431 Request Header Fields Too Large", b"request line and headers too large\n"
 )
 
 
 @dataclass(frozen=True)
 class ConnectionLimits:
-    """Per worker: seconds a client has to send its request headers, connections held."""
+    """Per worker: seconds a client has to send its request headers, then its body; the
+    bytes its request line and headers may take; connections held."""
 
     header_timeout: float
     max_connections: int
+    body_timeout: float = 30.0
+    max_header_bytes: int = 65_536
 
 
 class ServingConfig(uvicorn.Config):
@@ -92,13 +109,20 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
         "fd_reserve": FD_RESERVE,
         "max_connections": cap,
         "header_timeout_seconds": settings.header_timeout_seconds,
+        "body_timeout_seconds": settings.body_timeout_seconds,
+        "max_header_bytes": settings.max_header_bytes,
         "keep_alive_seconds": settings.keep_alive_seconds,
     }
     if cap < settings.max_connections:
         log.warning("connection cap lowered to fit the open-file limit", extra=fields)
     else:
         log.info("connection limits per worker", extra=fields)
-    return ConnectionLimits(settings.header_timeout_seconds, cap)
+    return ConnectionLimits(
+        settings.header_timeout_seconds,
+        cap,
+        body_timeout=settings.body_timeout_seconds,
+        max_header_bytes=settings.max_header_bytes,
+    )
 
 
 @dataclass
@@ -155,7 +179,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.limits = config.limits
         self.worker = _worker_of(server_state)
         self.header_timer: asyncio.TimerHandle | None = None
+        self.body_timer: asyncio.TimerHandle | None = None
         self.request_begun = False
+        self.header_bytes = 0  # received in earlier reads while the headers were incomplete
+        self.parsed_header_bytes = 0  # of the current request, as parsed
+        self.headers_too_large = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -172,14 +200,61 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.request_begun = True
+        self.parsed_header_bytes = 0
         if self.header_timer is None:
             self._await_headers()
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes received while a request's headers are still incomplete count towards its
+        header limit: the parser keeps a header value it has not seen the end of, so a client
+        sending one endless header would otherwise grow it until the header timeout."""
+        super().data_received(data)
+        if self.header_timer is None or self.transport.is_closing():
+            self.header_bytes = 0
+            return
+        self.header_bytes += len(data)
+        if self.header_bytes > self.limits.max_header_bytes:
+            self.headers_too_large = True
+            self.send_400_response("")
+
+    def on_url(self, url: bytes) -> None:
+        self._count_header_bytes(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def _count_header_bytes(self, size: int) -> None:
+        """Headers counted as the parser hands them over, for those that arrive whole in one
+        read. Past the limit, stop the parser: uvicorn answers its parse errors through
+        `send_400_response`, which answers 431."""
+        self.parsed_header_bytes += size
+        if self.parsed_header_bytes > self.limits.max_header_bytes:
+            self.headers_too_large = True
+            raise ValueError("request line and headers too large")
+
+    def send_400_response(self, msg: str) -> None:
+        if not self.headers_too_large:
+            super().send_400_response(msg)
+            return
+        self._stop_waiting()
+        self.worker.idle.pop(self, None)
+        self.transport.write(HEADERS_TOO_LARGE)
+        self.transport.close()
+        self.connections.discard(self)
+        self.worker.count("headers_too_large")
 
     def on_headers_complete(self) -> None:
         self.request_begun = False
         self._stop_waiting()
         self.worker.idle.pop(self, None)
         super().on_headers_complete()
+        self.body_timer = self.loop.call_later(self.limits.body_timeout, self._body_late)
+
+    def on_message_complete(self) -> None:
+        self._stop_body_timer()
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -188,6 +263,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_waiting()
+        self._stop_body_timer()
         self.worker.idle.pop(self, None)
         super().connection_lost(exc)
 
@@ -202,6 +278,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.header_timer is not None:
             self.header_timer.cancel()
             self.header_timer = None
+
+    def _stop_body_timer(self) -> None:
+        if self.body_timer is not None:
+            self.body_timer.cancel()
+            self.body_timer = None
+
+    def _body_late(self) -> None:
+        """The body is still not all in: answer 408 unless the app has begun its answer (it
+        read what it needed), and close; the app's next read sees a disconnect."""
+        self.body_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_started:
+            self.transport.write(BODY_TIMEOUT)
+        self.transport.close()
+        self.connections.discard(self)
+        self.worker.count("body_timeout")
 
     def _headers_late(self) -> None:
         self.header_timer = None
