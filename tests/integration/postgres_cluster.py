@@ -1,5 +1,5 @@
 """A PostgreSQL cluster of a test's own: its own data directory and port, started, stopped
-hard and restarted at will (the machine's shared server must not be stopped by a test).
+hard, frozen and restarted at will (the machine's shared server must not be stopped by a test).
 
 initdb and pg_ctl come from Debian's server package (/usr/lib/postgresql/<version>/bin);
 PostgreSQL refuses to run as root, so under root they run as the `postgres` OS user.
@@ -7,14 +7,20 @@ PostgreSQL refuses to run as root, so under root they run as the `postgres` OS u
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from sentiment_mlops.serving.launcher import free_port
+
+from ..processes import descendants
 
 HOST = "127.0.0.1"
 
@@ -43,8 +49,22 @@ def missing() -> str | None:
     return None
 
 
+def _wait_stopped(pid: int, timeout: float = 30.0) -> None:
+    """Until `pid` is in the stopped state (or gone): SIGSTOP takes effect asynchronously."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return
+        if state in ("T", "t", "Z", "X"):
+            return
+        time.sleep(0.01)
+    raise RuntimeError(f"process {pid} did not stop within {timeout:g} s of SIGSTOP")
+
+
 class Cluster:
-    """initdb into a fresh temporary folder; `start`, `crash`, `stop`, `remove`."""
+    """initdb into a fresh temporary folder; `start`, `crash`, `frozen`, `stop`, `remove`."""
 
     def __init__(self) -> None:
         binaries = server_binaries()
@@ -97,6 +117,37 @@ class Cluster:
 
     def stop(self) -> None:
         self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data))
+
+    def processes(self) -> list[int]:
+        """The running cluster's postmaster, then every process under it (backends and
+        auxiliary processes)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        return [postmaster, *descendants(postmaster)]
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Every process of the cluster stopped (SIGSTOP) while the block runs, as on a hung
+        host: connections stay open and the kernel still acknowledges what clients send, but
+        nothing answers, and the server's own timeouts cannot fire. Continued (SIGCONT) on
+        every way out of the block, whatever stopped part-way."""
+        stopped: list[int] = []
+        try:
+            # the postmaster first and stopped before its children are listed, so it forks
+            # none the listing misses; listed again until no new process shows up
+            found = self.processes()
+            while new := [pid for pid in found if pid not in stopped]:
+                for pid in new:
+                    stopped.append(pid)  # before the signal: continued whatever happens next
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGSTOP)
+                for pid in new:
+                    _wait_stopped(pid)
+                found = self.processes()
+            yield
+        finally:
+            for pid in stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def remove(self) -> None:
         """Stop if running, and delete the data directory."""

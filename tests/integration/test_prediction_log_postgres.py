@@ -2,10 +2,11 @@
 
 The cluster is the test's own (its port and data directory; see postgres_cluster.py), so it
 can be stopped with `pg_ctl stop -m immediate` like a crash and started again on the same
-port, while a real `sentiment serve` takes steady traffic with SENTIMENT_DATABASE_URL
-pointed at it. What must hold: every prediction the API answered 2xx is in the log
-afterwards; and with a queue too small to ride out the outage, the dropped counter equals
-the predictions missing from the log, exactly.
+port, or frozen with SIGSTOP, while a real `sentiment serve` takes traffic with
+SENTIMENT_DATABASE_URL pointed at it. What must hold: every prediction the API answered 2xx
+is in the log afterwards; with a queue too small to ride out the outage, the dropped counter
+equals the predictions missing from the log, exactly; and while the database is frozen,
+`/ready` says so.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ pytestmark = [
 
 OUTAGE_SECONDS = 10
 CLIENTS = 3
+DATABASE_TIMEOUT = 2.0
+# How long a test waits for the log's state to change after a freeze or a thaw: the database
+# timeout the log's health is measured against, plus a margin for a loaded machine.
+STATE_BOUND = DATABASE_TIMEOUT + 30
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +203,69 @@ def test_with_a_tiny_queue_the_dropped_counter_equals_the_rows_missing(
     assert dropped > 0, "the queue was meant to overflow"
     assert len(missing_ids) == dropped
     assert [line["dropped"] for line in closing_lines(srv)] == [dropped]
+
+
+def test_ready_reports_a_frozen_database_while_the_write_hangs_and_ok_after_it_thaws(
+    cluster: Cluster, log_url: str, var: Path, tmp_path: Path
+) -> None:
+    """SIGSTOP on every process of the cluster leaves the writer's call hanging: no error
+    comes, and the server's statement timeout cannot fire. `/ready` stays 200 (the log never
+    makes the server unready) but reports the log unavailable once the call has been in
+    flight longer than the database timeout; after SIGCONT it is ok again, and the
+    predictions answered meanwhile are in the log."""
+    srv = start_server(
+        var,
+        tmp_path / "server.log",
+        workers=1,
+        database_url=log_url,
+        database_timeout_seconds=DATABASE_TIMEOUT,
+    )
+    client = httpx.Client(base_url=srv.url, headers=bearer("predict"), timeout=30)
+
+    def predict(n: int) -> str:
+        response = client.post("/predict", json={"text": f"the crew was lovely #{n}"})
+        assert response.status_code == 200, response.text
+        return str(response.json()["prediction_id"])
+
+    def ready() -> httpx.Response:
+        return client.get("/ready")
+
+    try:
+        srv.wait_ready()
+        wait_for("the log migrated", lambda: ready().json()["prediction_log"] == "ok")
+        made = [predict(0)]
+        # written: the writer's connection is pooled, and its next call will be on it
+        wait_for("the first prediction logged", lambda: made[0] in logged_rows(log_url))
+        with cluster.frozen():
+            made += [predict(n) for n in range(1, 6)]
+            frozen = wait_for(
+                "/ready reports the stalled write",
+                lambda: (r := ready()).json()["prediction_log"] != "ok" and r,
+                STATE_BOUND,
+            )
+        thawed = wait_for(
+            "/ready says ok again",
+            lambda: (r := ready()).json()["prediction_log"] == "ok" and r,
+            STATE_BOUND,
+        )
+        wait_for("the predictions logged", lambda: set(made) <= set(logged_rows(log_url)))
+    finally:
+        client.close()
+        srv.stop()
+    assert (frozen.status_code, frozen.json()["status"]) == (200, "ready")
+    log_state = frozen.json()["prediction_log"]
+    assert log_state.startswith("unavailable since "), log_state
+    assert "a database call has not returned for " in log_state
+    assert f"(the timeout is {DATABASE_TIMEOUT:g} s)" in log_state
+    assert thawed.status_code == 200
+    records = srv.log_records()
+    stalls = [r for r in records if str(r.get("msg", "")).startswith("prediction log stall")]
+    assert [r["msg"] for r in stalls] == [
+        "prediction log stalled: a database call has not returned within the timeout",
+        "prediction log stall over: the database call returned",
+    ]
+    assert stalls[0]["in_flight_seconds"] >= DATABASE_TIMEOUT
+    assert [line["dropped"] for line in closing_lines(srv)] == [0]
 
 
 def test_workers_migrating_at_once_build_the_tables_once(log_url: str) -> None:

@@ -212,6 +212,71 @@ def test_record_never_waits_and_drops_exactly_what_does_not_fit(
     assert drops[1]["dropped"] == 20
 
 
+def test_a_write_in_flight_longer_than_the_timeout_makes_the_log_unavailable_until_it_returns(
+    store: FakeStore, metrics: Metrics, closing: list[PredictionLog]
+) -> None:
+    """A frozen server never ends the writer's call (its driver timeouts are the server's to
+    enforce): once the call has been in flight longer than the timeout, health says so, and
+    one log line does, however often it is asked; when the call returns, it is ok again."""
+    timeout = 0.2
+    store.gate = threading.Event()
+    log = make_log(store, metrics, timeout_seconds=timeout)
+    closing.append(log)
+    log.start()
+    with captured_logs() as lines:
+        log.record([event()])
+        assert store.inserting.wait(BOUND)
+        # bounded below the gate's own BOUND, so a log that never reports the stall fails here
+        health = eventually(
+            lambda: (h := log.health()) != "ok" and h, "health reports the stall", BOUND / 2
+        )
+        log.record([event()])
+        health_again = log.health()
+        store.gate.set()
+        assert log.flush(BOUND)
+        after = log.health()
+    assert health.startswith("unavailable since ")
+    assert "a database call has not returned for " in health
+    assert f"(the timeout is {timeout:g} s)" in health
+    assert "has not returned" in health_again and "2 predictions wait" in health_again
+    assert after == "ok"
+    changes = [line for line in lines if "stall" in line["msg"]]
+    assert [line["msg"] for line in changes] == [
+        "prediction log stalled: a database call has not returned within the timeout",
+        "prediction log stall over: the database call returned",
+    ], "one line when it stalls, one when the call returns, not one per look"
+    assert changes[0]["level"] == "warning" and changes[0]["timeout_seconds"] == timeout
+    assert changes[0]["in_flight_seconds"] >= timeout
+    assert changes[1]["in_flight_seconds"] >= changes[0]["in_flight_seconds"]
+    assert len(store.inserts) == 2, "the stalled write and the one queued behind it"
+
+
+def test_a_full_queue_makes_the_log_unavailable_while_it_drops(
+    store: FakeStore, metrics: Metrics, closing: list[PredictionLog]
+) -> None:
+    """The database answers (the write in flight is well within the timeout), but slower than
+    rows come: with the queue full, health says new rows are being dropped."""
+    store.gate = threading.Event()
+    log = make_log(store, metrics, queue_size=3)
+    closing.append(log)
+    log.start()
+    log.record([event()])
+    assert store.inserting.wait(BOUND)
+    log.record([event(), event()])
+    assert log.health() == "ok", "full, but nothing dropped yet"
+    log.record([event()])
+    dropping = log.health()
+    store.gate.set()
+    assert log.flush(BOUND)
+    assert dropping.startswith("unavailable since ")
+    assert "the queue is full: predictions come faster than they are written" in dropping
+    assert dropping.endswith(
+        "3 predictions wait in this worker's queue (of 3); new predictions are dropped"
+    )
+    assert "has not returned" not in dropping
+    assert log.health() == "ok"
+
+
 def test_a_batch_that_partly_fits_queues_its_head_and_counts_only_its_tail(
     store: FakeStore, metrics: Metrics, closing: list[PredictionLog]
 ) -> None:

@@ -15,7 +15,12 @@ thread that puts them in the database in batches, and feedback joined to them la
   bounded by `SENTIMENT_DATABASE_TIMEOUT_SECONDS`. A prediction still queued in this worker
   is written first (waited for within that time); one older than the retention is refused
   as expired, from the time in its UUIDv7 id, whether or not its row is gone yet.
-- `health` is what `/ready` says about the log: the database's state as of the last call.
+- `health` is what `/ready` says about the log: the database's state as of the writer's last
+  call; unavailable too while its call in flight has taken longer than
+  `SENTIMENT_DATABASE_TIMEOUT_SECONDS` (a frozen server: the driver's timeouts are the
+  server's to enforce, and nothing ends the call), and while a full queue drops new rows.
+  A stall is logged once, by the first `health` or `record` to find it, and once more when
+  the call returns.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -163,6 +169,11 @@ class PredictionLog:
         self._next_seq = 0
         self._deadline: float | None = None  # set by close
         self._dropping = 0  # rows dropped since the queue was last found full
+        self._dropping_since: datetime | None = None
+        # When the writer's database call in flight started (monotonic), and which call's
+        # stall has been logged: both set and read under the queue's lock.
+        self._call_started: float | None = None
+        self._stall_logged: float | None = None
         self._written = 0
         self._dropped = 0
         self._migrated = False
@@ -211,6 +222,13 @@ class PredictionLog:
                 self._dropping,
                 self._dropping + dropped if dropped else 0,
             )
+            if not dropped:
+                self._dropping_since = None
+            elif not dropped_before:
+                self._dropping_since = datetime.now(UTC)
+            stall = self._stall()
+        if stall is not None and stall[1]:
+            self._log_stall(stall[0])
         if dropped:
             self._metrics.log_dropped.labels(reason).inc(dropped)
             if not dropped_before:  # logged when dropping starts and when it stops, not per row
@@ -249,7 +267,8 @@ class PredictionLog:
                 if batch and self._migrated:
                     self._write(batch)
                 elif not self._migrated:
-                    self._store.migrate()
+                    with self._call():
+                        self._store.migrate()
                     self._migrated = True
                 else:
                     self._expire()
@@ -276,11 +295,13 @@ class PredictionLog:
         """Write `batch` in one transaction; if the database refuses a row itself (a value it
         cannot hold), write them one by one and drop only the refused ones."""
         try:
-            self._store.insert([row for _, row in batch])
+            with self._call():
+                self._store.insert([row for _, row in batch])
         except (DataError, IntegrityError):
             for seq, row in batch:
                 try:
-                    self._store.insert([row])
+                    with self._call():
+                        self._store.insert([row])
                 except (DataError, IntegrityError) as exc:
                     self._reject(seq, row, exc)
                 else:
@@ -313,7 +334,8 @@ class PredictionLog:
         """Delete one chunk of rows older than the retention; schedule the next pass once
         none are left."""
         cutoff = datetime.now(UTC) - self._retention
-        deleted = self._store.delete_before(cutoff, EXPIRY_CHUNK_ROWS)
+        with self._call():
+            deleted = self._store.delete_before(cutoff, EXPIRY_CHUNK_ROWS)
         if deleted:
             log.info(
                 "expired predictions deleted",
@@ -321,6 +343,49 @@ class PredictionLog:
             )
         if deleted < EXPIRY_CHUNK_ROWS:
             self._next_expiry = time.monotonic() + self._expiry_every
+
+    @contextmanager
+    def _call(self) -> Iterator[None]:
+        """Around each of the writer's database calls: `health` watches how long it takes."""
+        with self._rows_left:
+            self._call_started = started = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._rows_left:
+                stalled = self._stall_logged == started
+                self._call_started = self._stall_logged = None
+            if stalled:
+                log.info(
+                    "prediction log stall over: the database call returned",
+                    extra={
+                        "in_flight_seconds": round(time.monotonic() - started, 1),
+                        "queued": len(self._queue),
+                    },
+                )
+
+    def _stall(self) -> tuple[float, bool] | None:
+        """How long the writer's database call has been in flight, if longer than the
+        timeout, and whether its stall is new (not logged yet; the caller logs it). Called
+        under the queue's lock."""
+        started = self._call_started
+        if started is None:
+            return None
+        seconds = time.monotonic() - started
+        if seconds <= self._timeout:
+            return None
+        new, self._stall_logged = self._stall_logged != started, started
+        return seconds, new
+
+    def _log_stall(self, seconds: float) -> None:
+        log.warning(
+            "prediction log stalled: a database call has not returned within the timeout",
+            extra={
+                "in_flight_seconds": round(seconds, 1),
+                "timeout_seconds": self._timeout,
+                "queued": len(self._queue),
+            },
+        )
 
     def _failed(self, exc: BaseException) -> None:
         reason = _reason(exc)
@@ -403,14 +468,34 @@ class PredictionLog:
     # -- what the API asks ----------------------------------------------------------------------
 
     def health(self) -> str:
-        """`ok`, or why the log cannot be written now and how many rows wait here."""
-        problem, since = self._problem, self._problem_since
+        """`ok`, or why the log cannot be written now and how many rows wait here: the last
+        call failed, the call in flight has taken longer than the timeout, or the queue is
+        full and new rows are dropped."""
+        with self._rows_left:
+            problem, since = self._problem, self._problem_since
+            stall = self._stall()
+            queued = len(self._queue)
+            full = self._dropping_since is not None and queued >= self._queue_size
+            dropping_since = self._dropping_since
+        if stall is not None:
+            seconds, new = stall
+            if new:
+                self._log_stall(seconds)
+            since = datetime.now(UTC) - timedelta(seconds=seconds)
+            problem = (
+                f"a database call has not returned for {seconds:.1f} s (the timeout is "
+                f"{self._timeout:g} s)"
+            )
+        elif problem is None and full:
+            since = dropping_since
+            problem = "the queue is full: predictions come faster than they are written"
         if problem is None:
             return "ok" if self._migrated else "connecting to the database"
         started = since.isoformat(timespec="seconds") if since else "?"
+        dropping = "; new predictions are dropped" if full else ""
         return (
-            f"unavailable since {started}: {problem}; {len(self._queue)} predictions wait in "
-            f"this worker's queue (of {self._queue_size})"
+            f"unavailable since {started}: {problem}; {queued} predictions wait in "
+            f"this worker's queue (of {self._queue_size}){dropping}"
         )
 
     async def feedback(self, prediction_id: str, label: str) -> Feedback:
