@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +18,7 @@ from sklearn.pipeline import Pipeline
 
 from sentiment_mlops.config import Settings
 from sentiment_mlops.registry import Registry
+from sentiment_mlops.serving.prediction_log import BATCH_ROWS
 
 from ..apps import mint
 from .server import register_into, serving, start_server, wait_for, worker_pids
@@ -56,7 +58,10 @@ def test_two_workers_count_every_request_once_and_a_killed_one_is_logged_and_for
     """One two-worker server, two stories. First, both workers serve and /metrics counts each
     request once. Then a worker is SIGKILLed: it used to be replaced with only "Child process
     [pid] died" in the log, and its `model_info` stayed in /metrics (after a promotion,
-    versions 1 and 2 both showed 1)."""
+    versions 1 and 2 both showed 1). It is killed while the prediction log's database is
+    locked and both workers hold predictions in their queues: the rows it took with it are
+    counted (`prediction_log_dropped_total{reason="worker_died"}`), where before 57 of 50,504
+    answered predictions vanished with nothing counted."""
     srv = start_server(var, tmp_path / "workers.log", workers=2, reload_interval_seconds=1)
     registry = Registry(Settings(var_dir=var))
     headers = {"Authorization": f"Bearer {mint('predict')}"}
@@ -68,6 +73,13 @@ def test_two_workers_count_every_request_once_and_a_killed_one_is_logged_and_for
 
     def pids() -> set[int]:
         return {r["pid"] for r in srv.log_records() if r.get("route") == "/predict"}
+
+    def answered_by(pid: int) -> int:
+        return sum(1 for r in srv.log_records() if r.get("route") == "/predict" and r["pid"] == pid)
+
+    def queued_total() -> float:
+        text = httpx.get(f"{srv.url}/metrics").text
+        return sum(value for _, value in samples(text, "prediction_log_queue_depth"))
 
     sent = 0
     try:
@@ -81,14 +93,30 @@ def test_two_workers_count_every_request_once_and_a_killed_one_is_logged_and_for
                 sent += 100
                 time.sleep(0.2)
         counted = [httpx.get(f"{srv.url}/metrics").text for _ in range(2)]
+        counted_sent = sent
         before_kill = srv.log_records()
 
         workers = worker_pids(srv)
         assert serving(srv, 1) == workers
         victim = min(workers)
-        os.kill(victim, signal.SIGKILL)
-        replacement = wait_for("a replacement", lambda: worker_pids(srv) - workers)
+        locker = sqlite3.connect(var / "predictions.db", isolation_level=None)
+        try:
+            locker.execute("BEGIN IMMEDIATE")  # the workers' writes wait: their queues fill
+            answered_before = answered_by(victim)
+            with ThreadPoolExecutor(8) as pool:
+                while sent < 6000 and answered_by(victim) < answered_before + 50:
+                    assert all(pool.map(send, range(sent, sent + 100)))
+                    sent += 100
+            os.kill(victim, signal.SIGKILL)
+            replacement = wait_for("a replacement", lambda: worker_pids(srv) - workers)
+        finally:
+            locker.rollback()
+            locker.close()
         wait_for("the replacement serving", lambda: replacement <= serving(srv, 1))
+        wait_for("the queues written", lambda: queued_total() == 0)
+        after_kill = httpx.get(f"{srv.url}/metrics").text
+        with sqlite3.connect(var / "predictions.db") as reader:
+            (rows,) = reader.execute("SELECT count(*) FROM predictions").fetchone()
         registry.promote(2, "champion")
         live = worker_pids(srv)
         wait_for("live workers on version 2", lambda: live <= serving(srv, 2))
@@ -105,9 +133,20 @@ def test_two_workers_count_every_request_once_and_a_killed_one_is_logged_and_for
     assert any("Started parent process" in r["msg"] for r in parent), "the parent logs as JSON"
     assert not [r for r in before_kill if r.get("msg") == "worker died"], "no worker was killed"
     for counts in counted:
-        assert metric_sum(counts, "http_requests_total", route="/predict", status="200") == sent
-        assert metric_sum(counts, "model_predictions_total", model_version="1") == sent
+        assert (
+            metric_sum(counts, "http_requests_total", route="/predict", status="200")
+            == counted_sent
+        )
+        assert metric_sum(counts, "model_predictions_total", model_version="1") == counted_sent
 
+    dropped = {
+        labels["reason"]: value
+        for labels, value in samples(after_kill, "prediction_log_dropped_total")
+    }
+    lost = sent - rows
+    assert lost > 0, "the killed worker held rows in its queue"
+    assert dropped.get("worker_died", 0) >= lost, (dropped, lost)
+    assert sum(dropped.values()) - lost <= BATCH_ROWS, "an upper bound by at most one batch"
     info = {labels["model_version"]: value for labels, value in samples(text, "model_info")}
     assert info == {"1": 0.0, "2": 1.0}
     live_gauges = [f"gauge_{mode}_{pid}.db" for pid in live for mode in ("livemax", "livesum")]
@@ -116,6 +155,7 @@ def test_two_workers_count_every_request_once_and_a_killed_one_is_logged_and_for
     records = srv.log_records()
     (death,) = [r for r in records if r.get("msg") == "worker died"]
     assert death["worker_pid"] == victim and death["signal"] == "SIGKILL"
+    assert death["predictions_lost"] == dropped["worker_died"]
     assert death["exit_code"] is None and death["level"] == "error"
     (restart,) = [r for r in records if r.get("msg") == "worker restarted"]
     assert restart["replaced_pid"] == victim and restart["restarts"] == 1

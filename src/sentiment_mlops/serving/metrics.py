@@ -30,6 +30,7 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.mmap_dict import MmapedDict
 
 log = logging.getLogger("sentiment_mlops.serving.metrics")
 
@@ -39,6 +40,9 @@ UNAVAILABLE_ENV = "SENTIMENT_METRICS_UNAVAILABLE"
 # held 44 KiB after a short run; each file starts at 64 KiB (sparse) and doubles when full.
 FREE_BYTES_PER_WORKER = 1 << 20
 RESTARTS_FILE = "worker_restarts.json"
+# Predictions a dead worker still held in its prediction-log queue, as the parent found them.
+LOSSES_FILE = "worker_losses.json"
+QUEUE_DEPTH = "prediction_log_queue_depth"
 # `*_created` series double the exposition and no dashboard of ours reads them.
 disable_created_metrics()
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -85,7 +89,7 @@ def make_unavailable(reason: str) -> None:
 
 def clear_folder(folder: Path) -> None:
     """Remove a previous run's metric files (prometheus_client's files and ours)."""
-    for path in [*folder.glob("*.db"), folder / RESTARTS_FILE]:
+    for path in [*folder.glob("*.db"), folder / RESTARTS_FILE, folder / LOSSES_FILE]:
         path.unlink(missing_ok=True)
 
 
@@ -198,7 +202,8 @@ class Metrics:
             "prediction_log_dropped_total",
             "Predictions never written to the prediction log, by reason: queue_full (the "
             "database was slow or down and the queue full), shutdown (still queued when the "
-            "flush at shutdown ran out of time), rejected (the database refused the row).",
+            "flush at shutdown ran out of time), rejected (the database refused the row), "
+            "worker_died (queued in a worker that died: its last reported queue depth).",
             ["reason"],
             registry=r,
         )
@@ -214,7 +219,9 @@ class Metrics:
         if folder is None:
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
         merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged, path=folder)
+        merged.register(
+            _WithWorkerLosses(multiprocess.MultiProcessCollector(None, path=folder), Path(folder))
+        )
         merged.register(WorkerRestarts(Path(folder)))
         return generate_latest(merged), CONTENT_TYPE_LATEST
 
@@ -268,3 +275,71 @@ class WorkerRestarts:
         for cause, count in sorted(self.read().items()):
             family.add_metric([cause], count)
         yield family
+
+
+def queued_in_dead_worker(folder: Path, pid: int) -> int:
+    """The prediction-log queue depth a worker last reported, read from its live-gauge file
+    before the parent drops it: the rows a killed worker took with it (rows leave the queue
+    once written, so a batch committed just before the kill counts too: an upper bound)."""
+    path = folder / f"gauge_livesum_{pid}.db"
+    try:
+        values = MmapedDict.read_all_values_from_file(str(path))
+    except (FileNotFoundError, ValueError, OSError):
+        return 0
+    return int(sum(value for key, value, *_ in values if json.loads(key)[0] == QUEUE_DEPTH))
+
+
+class WorkerLosses:
+    """Predictions lost with dead workers, written by the parent to `LOSSES_FILE` in the
+    shared folder (like `WorkerRestarts`) and shown as `prediction_log_dropped_total{reason=
+    "worker_died"}` by whichever worker answers /metrics."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.path = folder / LOSSES_FILE if folder is not None else None
+        self.lost = 0
+
+    def read(self) -> int:
+        if self.path is None:
+            return 0
+        try:
+            return int(json.loads(self.path.read_text()).get("prediction_log", 0))
+        except (OSError, ValueError, AttributeError, TypeError):
+            return 0
+
+    def add(self, rows: int) -> int:
+        """Count `rows` lost; the new total. A count that cannot be written is logged."""
+        self.lost += rows
+        if self.path is not None:
+            temporary = self.path.with_suffix(".tmp")
+            try:
+                temporary.write_text(json.dumps({"prediction_log": self.lost}))
+                temporary.replace(self.path)
+            except OSError as exc:
+                log.warning("cannot record lost predictions", extra={"error": str(exc)})
+        return self.lost
+
+
+class _WithWorkerLosses:
+    """The workers' samples, with the parent's count of rows lost in dead workers added to
+    `prediction_log_dropped_total` (one family: a second one of that name would be invalid)."""
+
+    def __init__(self, workers: multiprocess.MultiProcessCollector, folder: Path) -> None:
+        self.workers = workers
+        self.losses = WorkerLosses(folder)
+
+    def collect(self) -> Iterator[Metric]:
+        lost = self.losses.read()
+        seen = False
+        for metric in self.workers.collect():
+            if metric.name == "prediction_log_dropped" and lost:
+                metric.add_sample("prediction_log_dropped_total", {"reason": "worker_died"}, lost)
+                seen = True
+            yield metric
+        if lost and not seen:
+            family = CounterMetricFamily(
+                "prediction_log_dropped",
+                "Predictions never written to the prediction log.",
+                labels=["reason"],
+            )
+            family.add_metric(["worker_died"], lost)
+            yield family

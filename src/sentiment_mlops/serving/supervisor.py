@@ -4,6 +4,10 @@ worker dies.
 uvicorn logs "Child process [pid] died" and starts another. This supervisor also:
 - logs the death as JSON with the worker's pid, exit code or signal, and the cause;
 - counts the restart (`server_worker_restarts_total{cause}` in /metrics);
+- counts the predictions the dead worker still held in its prediction-log queue (its last
+  reported `prediction_log_queue_depth`) as `prediction_log_dropped_total{reason=
+  "worker_died"}`: a worker's queue is in its memory, so a crash loses it, and the loss is
+  counted rather than silent;
 - drops the dead worker's live gauges (`model_info`), which only a worker that stops cleanly
   drops itself: a killed worker's would be shown for ever;
 - checks the metrics folder again before starting the replacement, so a folder that filled up
@@ -23,10 +27,12 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from sentiment_mlops.serving.metrics import (
+    WorkerLosses,
     WorkerRestarts,
     folder_problem,
     make_unavailable,
     mark_worker_dead,
+    queued_in_dead_worker,
 )
 
 log = logging.getLogger("sentiment_mlops.serving.supervisor")
@@ -40,6 +46,7 @@ class Supervisor(Multiprocess):
         self.metrics_folder = metrics_folder
         self.metrics_available = metrics_folder is not None
         self.restarts = WorkerRestarts(metrics_folder)
+        self.losses = WorkerLosses(metrics_folder)
 
     def keep_subprocess_alive(self) -> None:
         """uvicorn's loop over the workers (restart the dead and the hung), with the death on
@@ -78,6 +85,9 @@ class Supervisor(Multiprocess):
         code = process.exitcode
         signal_name = _signal_name(-code) if code is not None and code < 0 else None
         cause = "unresponsive" if hung else signal_name or f"exit {code}"
+        lost = 0
+        if process.pid is not None and self.metrics_folder is not None:
+            lost = queued_in_dead_worker(self.metrics_folder, process.pid)
         log.error(
             "worker died",
             extra={
@@ -85,8 +95,11 @@ class Supervisor(Multiprocess):
                 "exit_code": code if code is None or code >= 0 else None,
                 "signal": signal_name,
                 "cause": cause,
+                "predictions_lost": lost,
             },
         )
+        if lost:
+            self.losses.add(lost)
         if process.pid is not None:
             mark_worker_dead(process.pid, self.metrics_folder)
         return cause
