@@ -18,14 +18,16 @@ none of it on a database store (see "reading").
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -150,10 +152,9 @@ class Registry:
         self.tracking_uri = settings.tracking_uri()
         self._store_uri = with_driver_timeouts(self.tracking_uri, settings.registry_timeout_seconds)
         self._artifact_location = settings.artifact_location()
-        if self.tracking_uri.startswith("sqlite:///"):
-            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
-                parents=True, exist_ok=True
-            )
+        self._sqlite_file = _sqlite_file(self.tracking_uri)
+        if self._sqlite_file is not None:
+            self._sqlite_file.parent.mkdir(parents=True, exist_ok=True)
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         self._client: MlflowClient | None = None
         self._engine: sqlalchemy.Engine | None = None
@@ -180,6 +181,14 @@ class Registry:
         on first use) through `create_sqlalchemy_engine_with_retry`, which retries a refused
         connection 10 times over ~100 s, writing a warning each time, before raising. One
         connection attempt of our own, with the driver's timeouts, fails in milliseconds.
+
+        `MlflowClient()` builds the tracking store, which on a database without MLflow's
+        tables creates them all (the model registry's too) and runs every Alembic migration,
+        ~2 s on SQLite, not in one transaction. Two processes doing so at once break each
+        other and can leave the file unusable (`table _alembic_tmp_experiments already
+        exists`), so on a SQLite file the client is built under `_store_lock`: the first
+        process creates the store, the others wait and find it ready. The store is cached for
+        the process, so the registry store, built later, finds every table there.
         """
         from mlflow import MlflowClient
 
@@ -191,10 +200,11 @@ class Registry:
                 raise _failure(exc, "cannot connect to the registry") from exc
             finally:
                 engine.dispose()
-        try:
-            return MlflowClient(tracking_uri=self._store_uri, registry_uri=self._store_uri)
-        except _store_errors() as exc:
-            raise _failure(exc, "cannot open the registry") from exc
+        with _store_lock(self._sqlite_file):
+            try:
+                return MlflowClient(tracking_uri=self._store_uri, registry_uri=self._store_uri)
+            except _store_errors() as exc:
+                raise _failure(exc, "cannot open the registry") from exc
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -600,6 +610,35 @@ class Registry:
 
 
 _T = TypeVar("_T")
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The file a `sqlite:///` store URI names; None for other stores and in-memory SQLite."""
+    if url_scheme(uri) != "sqlite":
+        return None
+    database = sqlalchemy.engine.make_url(uri).database
+    return Path(database) if database and database != ":memory:" else None
+
+
+@contextlib.contextmanager
+def _store_lock(database: Path | None) -> Iterator[None]:
+    """Hold an exclusive lock on `<database>.lock` (fcntl's, released by the kernel if the
+    process dies), so processes opening the same SQLite store take turns; nothing to hold
+    for other stores. A waiter waits for one `MlflowClient()`: ~2 s while it creates the
+    store, milliseconds once the store exists."""
+    if database is None:
+        yield
+        return
+    path = database.with_name(database.name + ".lock")
+    try:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise RegistryError(f"cannot open the registry's lock file {path}: {exc}") from exc
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)
 
 
 def _from_row(row: registry_tables.VersionRow) -> VersionInfo:
