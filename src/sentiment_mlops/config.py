@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(default=65_536, ge=4096)
     keep_alive_seconds: int = Field(default=5, ge=1)
     max_connections: int = Field(default=2048, ge=1)
+    # Per worker and client address (0: no cap). Behind a proxy every client has the proxy's
+    # address: set it above the proxy's connections to a pod, or 0.
+    max_connections_per_address: int = Field(default=256, ge=0)
 
     # Auth: JWT bearer tokens; on unless explicitly disabled for local work
     auth_disabled: bool = False

@@ -43,12 +43,14 @@ class App:
 
 
 @contextmanager
-def serving(app: App, header_timeout: float, max_connections: int) -> Iterator[int]:
+def serving(
+    app: App, header_timeout: float, max_connections: int, per_address: int = 0
+) -> Iterator[int]:
     """The port of a uvicorn server with our protocol and these limits, stopped on exit."""
     port = free_port()
     config = ServingConfig(
         app,
-        limits=ConnectionLimits(header_timeout, max_connections),
+        limits=ConnectionLimits(header_timeout, max_connections, max_per_address=per_address),
         host=HOST,
         port=port,
         lifespan="off",
@@ -74,8 +76,9 @@ def wait_until(condition: Any, timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-def connect(port: int, data: bytes = b"") -> socket.socket:
-    sock = socket.create_connection((HOST, port))
+def connect(port: int, data: bytes = b"", source: str | None = None) -> socket.socket:
+    """A connection to the server, from another loopback address if `source` is given."""
+    sock = socket.create_connection((HOST, port), source_address=(source, 0) if source else None)
     sock.sendall(data)
     return sock
 
@@ -130,6 +133,28 @@ def test_when_every_connection_has_a_request_in_flight_a_new_one_gets_503() -> N
         answers = [first_response(sock) for sock in in_flight]
     assert refused == "HTTP/1.1 503 Service Unavailable"
     assert all(a.startswith("HTTP/1.1 200") for a in answers)
+
+
+def test_one_address_cannot_take_more_than_its_share_of_connections() -> None:
+    """Cap 2 per address: a third idle connection from 127.0.0.2 closes its oldest; with both
+    of 127.0.0.3's busy, a third from it is closed at once; 127.0.0.1 is not affected."""
+    app = App()
+    with serving(app, header_timeout=60, max_connections=100, per_address=2) as port:
+        first, second = connect(port, source="127.0.0.2"), connect(port, source="127.0.0.2")
+        third = connect(port, REQUEST, source="127.0.0.2")
+        answer = first_response(third)
+        evicted = outcome(first, soon())
+        busy = [connect(port, HOLD, source="127.0.0.3") for _ in range(2)]
+        wait_until(lambda: app.holding == 2)
+        refused = outcome(connect(port, REQUEST, source="127.0.0.3"), soon())
+        others = [connect(port, REQUEST) for _ in range(3)]
+        other_answers = [first_response(sock) for sock in others]
+        held = [held_open(second), *(held_open(sock) for sock in busy)]
+    assert answer.startswith("HTTP/1.1 200")
+    assert evicted == "closed"
+    assert refused in ("closed", "reset")  # closed unread: the kernel may answer with a reset
+    assert all(a.startswith("HTTP/1.1 200") for a in other_answers)
+    assert held == [True, True, True]
 
 
 def test_the_soft_open_file_limit_is_raised_and_the_cap_kept_below_it() -> None:

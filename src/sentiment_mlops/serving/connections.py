@@ -18,6 +18,9 @@ limits per worker, all from `ConnectionLimits`:
   close. Without it a client sending one body byte every few seconds held its connection, and
   its slot under the cap (a connection with a request in flight is never evicted), for as
   long as it liked: 2,100 of them left legitimate requests 503.
+- **per-address cap**: a new connection beyond `max_connections_per_address` from one client
+  address closes that address's connection idle longest, or is closed at once when all of
+  them have a request in flight: one client cannot take every slot of the worker.
 - **connection cap**: a new connection beyond the cap closes the connection that has waited
   longest without a request in flight (idle, or still sending its headers: 408), as nginx
   reuses its idle connections. If every connection has a request in flight, the new one is
@@ -78,6 +81,7 @@ class ConnectionLimits:
     max_connections: int
     body_timeout: float = 30.0
     max_header_bytes: int = 65_536
+    max_per_address: int = 0  # 0: no cap
 
 
 class ServingConfig(uvicorn.Config):
@@ -108,6 +112,7 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
         "hard_limit": hard,
         "fd_reserve": FD_RESERVE,
         "max_connections": cap,
+        "max_connections_per_address": settings.max_connections_per_address,
         "header_timeout_seconds": settings.header_timeout_seconds,
         "body_timeout_seconds": settings.body_timeout_seconds,
         "max_header_bytes": settings.max_header_bytes,
@@ -122,6 +127,7 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
         cap,
         body_timeout=settings.body_timeout_seconds,
         max_header_bytes=settings.max_header_bytes,
+        max_per_address=settings.max_connections_per_address,
     )
 
 
@@ -132,6 +138,7 @@ class _Worker:
 
     connections: set[Any]
     idle: dict[GuardedHttpToolsProtocol, None] = field(default_factory=dict)
+    by_address: dict[str, set[GuardedHttpToolsProtocol]] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
     reported_at: float = float("-inf")
     report_due: bool = False
@@ -181,12 +188,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.header_timer: asyncio.TimerHandle | None = None
         self.body_timer: asyncio.TimerHandle | None = None
         self.request_begun = False
+        self.address: str | None = None  # counted under the per-address cap
         self.header_bytes = 0  # received in earlier reads while the headers were incomplete
         self.parsed_header_bytes = 0  # of the current request, as parsed
         self.headers_too_large = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if not self._within_address_cap():
+            return
         if len(self.connections) > self.limits.max_connections:
             idlest = next(iter(self.worker.idle), None)
             if idlest is not None:
@@ -264,8 +274,39 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_waiting()
         self._stop_body_timer()
+        self._leave_address()
         self.worker.idle.pop(self, None)
         super().connection_lost(exc)
+
+    def _within_address_cap(self) -> bool:
+        """Count this connection under its client's address; past the cap, close that
+        address's idlest connection, or this one if all of them have requests in flight."""
+        cap = self.limits.max_per_address
+        address = self.client[0] if self.client else None
+        if not cap or address is None:
+            return True
+        mine = self.worker.by_address.setdefault(address, set())
+        if len(mine) >= cap:
+            idlest = next((c for c in self.worker.idle if c in mine), None)
+            if idlest is None:
+                self.transport.close()
+                self.connections.discard(self)
+                self.worker.count("address_cap")
+                return False
+            idlest._drop("address_evicted")
+        mine.add(self)
+        self.address = address
+        return True
+
+    def _leave_address(self) -> None:
+        if self.address is None:
+            return
+        mine = self.worker.by_address.get(self.address)
+        if mine is not None:
+            mine.discard(self)
+            if not mine:
+                del self.worker.by_address[self.address]
+        self.address = None
 
     def _busy(self) -> bool:
         """A request of this connection is being answered."""
@@ -313,4 +354,5 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.write(REQUEST_TIMEOUT)
         self.transport.close()
         self.connections.discard(self)  # its slot is free now, not once the loop gets to it
+        self._leave_address()
         self.worker.count(reason)
