@@ -1,8 +1,9 @@
 """Writing files that hold secrets: whole (never half-written) and readable by their owner only.
 
-Two files need this, the generated development JWT secret (`serving.tokens`) and the OAuth2
-clients file (`serving.clients`), so the writer has its own module below both of them. It must
-not import anything from this project, nor FastAPI or Starlette.
+Three files need this, the generated development JWT secret (`serving.tokens`), the generated
+subject key (`subjects`) and the OAuth2 clients file (`serving.clients`), so the writer has its
+own module below all of them. It must not import anything from this project, nor FastAPI or
+Starlette.
 """
 
 from __future__ import annotations
