@@ -44,6 +44,7 @@ from sentiment_mlops.features.repository import (
 )
 from sentiment_mlops.features.training import load_context_split
 from sentiment_mlops.model import LoadedModel
+from sentiment_mlops.subjects import subject_key
 from sentiment_mlops.train import DataSpec, fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +109,7 @@ _AUTHORS: dict[str, str] = {}
 
 
 def author(events: pd.DataFrame, i: int) -> str:
-    """Event i's author as the file names them (events keep only their `user_key`): what a
+    """Event i's author as the file names them (events keep only their `subject_hash`): what a
     client sends as `user_id`."""
     if not _AUTHORS:
         frame = read_table(SOURCE)
@@ -123,10 +124,10 @@ def lookup_latency(settings: Settings, lookups: int, console: Console) -> dict[s
 
     repository = open_repository(settings)
     materialize(repository, datetime.now(UTC))
-    events = load_events(SOURCE)
+    events = load_events(SOURCE, subject_key(settings))
     rng = np.random.default_rng(0)
     picks = rng.integers(0, len(events), lookups)
-    # As a client names them (OnlineReader keys the author by user_key, as serving does)…
+    # As a client names them (OnlineReader keys the author by subject_hash, as serving does)…
     rows = [{USER: author(events, i), ACCOUNT: str(events[ACCOUNT].iloc[i])} for i in picks]
     # … and as the store holds them (online_features takes the keys as stored).
     stored = [
@@ -183,7 +184,7 @@ def predict_latency(
 
     from sentiment_mlops.serving.app import create_app
 
-    events = load_events(SOURCE)
+    events = load_events(SOURCE, subject_key(settings))
     rng = np.random.default_rng(1)
     picks = rng.integers(0, len(events), requests)
     keyed = "with keys (lookup)"

@@ -18,6 +18,7 @@ from pydantic import SecretStr
 from sentiment_mlops.config import Settings
 from sentiment_mlops.serving.logs import JsonFormatter
 from sentiment_mlops.serving.tokens import Authenticator
+from tests.prediction_events import SUBJECT_KEY
 
 SECRET = "integration-tests-secret-0123456789abcdef"
 
@@ -32,11 +33,13 @@ def write_routing(path: Path, **config: Any) -> Path:
 
 
 def api_settings(var: Path, **overrides: Any) -> Settings:
-    """Settings for a test app: its own var dir, a fixed signing secret, no background poll,
-    and every user on `champion` (its own routing file, whatever configs/routing.yaml says)."""
+    """Settings for a test app: its own var dir, a fixed signing secret and subject key, no
+    background poll, and every user on `champion` (its own routing file, whatever
+    configs/routing.yaml says)."""
     values: dict[str, Any] = {
         "var_dir": var,
         "jwt_secret": SecretStr(SECRET),
+        "subject_key": SecretStr(SUBJECT_KEY.decode()),
         "auth_disabled": False,
         "log_texts": False,
         "reload_interval_seconds": 3600,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +13,14 @@ from sentiment_mlops.serving.predictions import new_prediction_id, predictions
 from sentiment_mlops.serving.predictor import PredictionEvent
 
 BOUND = 30.0  # seconds a thread may take before a test calls it stuck (never a speed check)
+# The subject key of test apps and logs (`tests.apps.api_settings` configures it).
+SUBJECT_KEY = b"prediction-log-tests-subject-key-0123456789"
+
+
+def keyed_hash(subject: str, key: bytes = SUBJECT_KEY) -> str:
+    """HMAC-SHA256 of `subject` under `key`, computed here with the standard library, not by
+    the code under test."""
+    return hmac.new(key, subject.encode(), hashlib.sha256).hexdigest()
 
 
 def event(

@@ -1,5 +1,6 @@
 """SHA-256 hashes: of files, to verify downloads and model artifacts before anything reads
-them; of texts, so the prediction log can keep a text's or a user's fingerprint without it."""
+them; of texts, so the prediction log can keep a text's fingerprint without it (users are
+hashed with a key instead: `subjects.py`)."""
 
 from __future__ import annotations
 

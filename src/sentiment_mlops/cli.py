@@ -129,7 +129,15 @@ def _train_and_register(
         if config.needs_context:
             from sentiment_mlops.features.training import load_context_split
 
-            split = load_context_split(spec.path, config, Settings())
+            settings = Settings()
+            split = load_context_split(spec.path, config, settings)
+            if config.features.enabled and settings.subject_key is None:
+                err.print(
+                    "[yellow]warning:[/] authors are keyed with the generated subject key "
+                    f"{settings.subject_key_file()}: a server finds their histories only if it "
+                    "hashes users with the same key (SENTIMENT_SUBJECT_KEY)",
+                    soft_wrap=True,
+                )
         else:
             split = load_split(spec, config)
     err.print(
@@ -722,16 +730,19 @@ def serve(
 
     from sentiment_mlops.serving.routing import read_routing
     from sentiment_mlops.serving.server import prepare_environment, run_server, usage_hint
+    from sentiment_mlops.subjects import subject_key
 
     overrides = {"SENTIMENT_HOST": host, "SENTIMENT_PORT": port, "SENTIMENT_WORKERS": workers}
     for name, value in overrides.items():
         if value is not None:
             os.environ[name] = str(value)
     settings = Settings()
-    # A bad routing config stops the command here, in one line; a worker that finds it bad
-    # later (a replacement after the file was edited) listens, unready, and says why.
+    # A bad routing config or subject key stops the command here, in one line; a worker that
+    # finds the routing config bad later (a replacement after the file was edited) listens,
+    # unready, and says why.
     with _user_errors(ConfigError):
         read_routing(settings)
+        subject_key(settings)
     if train_if_missing:
         from sentiment_mlops.train import DataSpec
 

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     prediction_log_queue_size: int = Field(default=10_000, ge=1)
     # Keep each request's text in the log (off: only its SHA-256 and length are kept).
     prediction_log_texts: bool = False
+    # The key of the hash under which the log and the feature store know a user (HMAC-SHA256,
+    # subjects.py; at least 32 bytes). Unset: one generated once into <var>/subject_key, right
+    # for one host only: replicas, and training with entity features, must share one key.
+    subject_key: SecretStr | None = None
     # Rows older than this are deleted by the writer, and feedback for them is refused (404).
     prediction_retention_days: int = Field(default=90, ge=1)
     # How long shutdown waits for the queue to be written; what is left is dropped and counted.
@@ -177,6 +181,10 @@ class Settings(BaseSettings):
     def dev_secret_file(self) -> Path:
         """Where a development signing secret is generated when none is configured."""
         return (self.var_dir / "dev_jwt_secret").resolve()
+
+    def subject_key_file(self) -> Path:
+        """Where a subject key is generated when none is configured."""
+        return (self.var_dir / "subject_key").resolve()
 
     def tracking_uri(self) -> str:
         """MLflow's store: `MLFLOW_TRACKING_URI` if set, else a SQLite file under `var_dir`."""

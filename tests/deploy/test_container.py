@@ -26,6 +26,7 @@ from sentiment_mlops.serving.launcher import free_port
 from sentiment_mlops.serving.log_database import LogDatabase
 from sentiment_mlops.serving.prediction_log import prediction_row
 from sentiment_mlops.serving.tokens import Authenticator
+from sentiment_mlops.subjects import subject_key
 from tests.deploy import podman as pm
 from tests.deploy.locks import pins
 from tests.prediction_events import BOUND, event
@@ -313,7 +314,9 @@ def _prediction_log(var: Path) -> None:
         event(subject="carol", account="@delta", created_at=at + timedelta(hours=1)),
         event(subject="dave", account="@united", created_at=at + timedelta(hours=2)),
     ]
-    database.insert([prediction_row(m, keep_text=False) for m in made])
+    # The key the server would generate in its volume, which the image's reader then uses.
+    key = subject_key(Settings(var_dir=var, subject_key=None))
+    database.insert([prediction_row(m, keep_text=False, subject_key=key) for m in made])
     database.add_feedback(made[0].prediction_id, "negative", at + timedelta(minutes=30))
     database.dispose()
 

@@ -27,7 +27,13 @@ from tests.deploy.conftest import K8S, OVERLAYS, ROOT, Manifest
 # schemas kubernetes-validate (pinned in pyproject.toml) ships.
 KUBERNETES_VERSIONS = ("1.30", "1.37")
 # Settings that hold secrets: they come from a Secret, never from the ConfigMap.
-SECRET_SETTINGS = {"jwt_secret", "jwt_private_key", "database_url", "features_registry"}
+SECRET_SETTINGS = {
+    "jwt_secret",
+    "jwt_private_key",
+    "subject_key",
+    "database_url",
+    "features_registry",
+}
 
 Objects = dict[str, list[Manifest]]
 
@@ -184,11 +190,13 @@ def test_the_api_reads_its_secrets_from_the_secret(rendered: Objects, overlay: s
     }
     for name, key in [
         ("SENTIMENT_JWT_SECRET", "jwt-secret"),
+        ("SENTIMENT_SUBJECT_KEY", "subject-key"),
         ("SENTIMENT_DATABASE_URL", "database-url"),
     ]:
         reference = env[name]["valueFrom"]["secretKeyRef"]
         assert (reference["name"], reference["key"]) == ("ml-service-secrets", key)
-    # prod needs both; dev runs without the Secret (a generated dev secret, SQLite).
+    # prod needs all; dev runs without the Secret (generated dev secret and subject key,
+    # SQLite).
     required = {
         name: not variable["valueFrom"]["secretKeyRef"].get("optional", False)
         for name, variable in env.items()
@@ -197,11 +205,16 @@ def test_the_api_reads_its_secrets_from_the_secret(rendered: Objects, overlay: s
     if overlay == "prod":  # with entity features: Feast's SQL registry too
         assert required == {
             "SENTIMENT_JWT_SECRET": True,
+            "SENTIMENT_SUBJECT_KEY": True,
             "SENTIMENT_DATABASE_URL": True,
             "SENTIMENT_FEATURES_REGISTRY": True,
         }
     else:
-        assert required == {"SENTIMENT_JWT_SECRET": False, "SENTIMENT_DATABASE_URL": False}
+        assert required == {
+            "SENTIMENT_JWT_SECRET": False,
+            "SENTIMENT_SUBJECT_KEY": False,
+            "SENTIMENT_DATABASE_URL": False,
+        }
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -211,7 +224,8 @@ def test_no_secret_value_is_committed(rendered: Objects, overlay: str) -> None:
     objects = rendered[overlay]
     assert not kinds(objects, "Secret")
     secretish = re.compile(
-        r"SECRET|PASSWORD|TOKEN|PRIVATE_KEY|DATABASE_URL|BACKEND_STORE_URI|FEATURES_REGISTRY"
+        r"SECRET|PASSWORD|TOKEN|PRIVATE_KEY|SUBJECT_KEY|DATABASE_URL|BACKEND_STORE_URI|"
+        r"FEATURES_REGISTRY"
     )
     for manifest in objects:
         for key, value in walk(manifest):

@@ -16,12 +16,15 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from pydantic import SecretStr
 
 from sentiment_mlops.config import Settings
-from sentiment_mlops.features.events import prepare_events, user_key
+from sentiment_mlops.features.events import prepare_events
 from sentiment_mlops.features.feast_import import feast_imported
+from sentiment_mlops.subjects import subject_hash
 
 from ..postgres_databases import throwaway_database
+from ..prediction_events import SUBJECT_KEY
 
 
 def needs_feast() -> None:
@@ -43,8 +46,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 def feature_settings(tmp_path: Path, clean_env: None) -> Settings:
     """A repository of its own under tmp_path, with a project name of its own (Redis is
-    shared between tests and runs)."""
-    return Settings(var_dir=tmp_path, features_project=f"test_{uuid.uuid4().hex[:12]}")
+    shared between tests and runs), and the test apps' subject key."""
+    return Settings(
+        var_dir=tmp_path,
+        features_project=f"test_{uuid.uuid4().hex[:12]}",
+        subject_key=SecretStr(SUBJECT_KEY.decode()),
+    )
 
 
 # The machine's PostgreSQL (SENTIMENT_TEST_POSTGRES_URL when set, as .ci/run sets it).
@@ -64,12 +71,12 @@ def sql_registry() -> Iterator[str]:
 
 
 def events(*rows: tuple[str, str, str, str, str]) -> pd.DataFrame:
-    """Hand-made events: (id, time, user, account, label), the user keyed by `user_key`
-    as training keys the context file's authors."""
+    """Hand-made events: (id, time, user, account, label), the user keyed by `subject_hash`
+    under the test key, as training keys the context file's authors."""
     frame = pd.DataFrame(
         rows, columns=["event_id", "event_timestamp", "user_id", "account", "label"]
     )
-    frame["user_id"] = frame["user_id"].map(user_key)
+    frame["user_id"] = frame["user_id"].map(lambda user: subject_hash(user, SUBJECT_KEY))
     frame["text"] = "some text"
     return prepare_events(frame, "test events")
 

@@ -5,24 +5,25 @@ used, and running it twice changes nothing."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from pydantic import SecretStr
 from sklearn.pipeline import Pipeline
 
 from tests.apps import api_settings, bearer, ready_client
 from tests.fakes import FakeSource
 from tests.features.conftest import needs_feast
-from tests.prediction_events import BOUND, event
+from tests.prediction_events import BOUND, SUBJECT_KEY, event, keyed_hash
 
 needs_feast()
 
 from sentiment_mlops.config import Settings  # noqa: E402
 from sentiment_mlops.features.aggregates import ACCOUNT_VIEW, USER_VIEW  # noqa: E402
-from sentiment_mlops.features.events import user_key  # noqa: E402
 from sentiment_mlops.features.live import materialize_log  # noqa: E402
 from sentiment_mlops.features.repository import (  # noqa: E402
     EVENTS,
@@ -103,10 +104,11 @@ def test_served_predictions_and_feedback_reach_the_online_store(
         "account_tweets_24h": 3.0,
         "account_negative_share_24h": 1.0,
     }
-    # The store holds the hash of the user id, never the id.
+    # The store holds the user id's keyed hash, the log's, never the id nor its plain SHA-256.
     repository = open_repository(settings)
     users = set(offline_files(repository)[EVENTS]["user_id"].dropna())
-    assert user_key("alice@example.com") in users
+    assert keyed_hash("alice@example.com") in users
+    assert hashlib.sha256(b"alice@example.com").hexdigest() not in users
     assert not any("alice" in user for user in users)
 
     before = offline_files(repository)
@@ -115,6 +117,15 @@ def test_served_predictions_and_feedback_reach_the_online_store(
     for name, frame in offline_files(repository).items():
         pd.testing.assert_frame_equal(frame, before[name], obj=name)
     assert online(settings, "alice@example.com", "@united") == got
+    # A reader under another key (the key rotated) finds no history for alice; her account
+    # is not hashed and keeps its features.
+    rotated = SecretStr("a-rotated-subject-key-0123456789abcdef")
+    assert online(
+        settings.model_copy(update={"subject_key": rotated}), "alice@example.com", "@united"
+    ) == {
+        **{name: None for name in NAMES if name.startswith("user_")},
+        **{name: got[name] for name in NAMES if name.startswith("account_")},
+    }
 
 
 def test_what_is_known_after_the_time_materialised_to_is_not_used(tmp_path: Path) -> None:
@@ -124,7 +135,9 @@ def test_what_is_known_after_the_time_materialised_to_is_not_used(tmp_path: Path
     at = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
     first = event(subject="carol", account="Delta", created_at=at)
     second = event(subject="carol", account="Delta", created_at=at + timedelta(hours=1))
-    database.insert([prediction_row(made, keep_text=False) for made in (first, second)])
+    database.insert(
+        [prediction_row(made, keep_text=False, subject_key=SUBJECT_KEY) for made in (first, second)]
+    )
     database.add_feedback(first.prediction_id, "negative", at + timedelta(minutes=30))
     database.add_feedback(second.prediction_id, "positive", at + timedelta(minutes=90))
     database.dispose()
@@ -163,7 +176,9 @@ def test_a_server_in_another_folder_reads_what_the_job_materialises_through_the_
     at = datetime.now(UTC) - timedelta(hours=2)
     first = event(subject="erin", account="@jetblue", created_at=at)
     second = event(subject="erin", account="@jetblue", created_at=at + timedelta(hours=1))
-    database.insert([prediction_row(made, keep_text=False) for made in (first, second)])
+    database.insert(
+        [prediction_row(made, keep_text=False, subject_key=SUBJECT_KEY) for made in (first, second)]
+    )
     database.add_feedback(first.prediction_id, "positive", at + timedelta(minutes=10))
     try:
         done = materialize_log(job)

@@ -15,12 +15,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sklearn.pipeline import Pipeline
 from sqlalchemy.engine import make_url
 
 from tests.apps import api_settings, bearer, ready_client
 from tests.fakes import FakeSource
 from tests.features.conftest import AS_OF, materialise_hand_events, needs_feast
+from tests.prediction_events import keyed_hash
 
 needs_feast()
 
@@ -28,7 +30,6 @@ from feast.feature_view import FeatureViewState  # noqa: E402
 
 from sentiment_mlops.config import Settings, TrainConfig  # noqa: E402
 from sentiment_mlops.features.aggregates import DEFAULTS, FEATURES  # noqa: E402
-from sentiment_mlops.features.events import user_key  # noqa: E402
 from sentiment_mlops.features.repository import (  # noqa: E402
     historical_features,
     open_repository,
@@ -111,7 +112,7 @@ def offline(settings: Settings, user: str, account: str) -> dict[str, float]:
     """What training's point-in-time join gives for the entity at AS_OF (the user by the
     key the store holds)."""
     frame = pd.DataFrame(
-        {"user_id": [user_key(user)], "account": [account], "event_timestamp": [AS_OF]}
+        {"user_id": [keyed_hash(user)], "account": [account], "event_timestamp": [AS_OF]}
     )
     joined = historical_features(open_repository(settings), frame)
     return {name: float(joined.loc[0, name]) for name in FEATURES}
@@ -161,6 +162,26 @@ def test_predict_scores_with_the_online_features(
     assert (
         'model_feature_defaults_total{entity="user",reason="unknown_entity",variant="champion"} 1.0'
         in metrics
+    )
+
+
+def test_after_the_subject_key_is_rotated_known_users_have_no_history(
+    tmp_path: Path, store_settings: Settings, features_model: Pipeline
+) -> None:
+    """The store keys bob by the hash under the old key: a server hashing with a new one
+    asks for another key, which the store does not hold; his account is not hashed."""
+    rotated = SecretStr("a-rotated-subject-key-0123456789abcdef")
+    with serve(tmp_path / "var", store_settings, features_model, subject_key=rotated) as client:
+        answer = client.post("/predict", json={"text": TEXT, "user_id": "bob", "account": "Delta"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["features"] == {
+        "source": "defaults",
+        "defaults": {"user": "unknown_entity"},
+    }
+    values = offline(store_settings, "bob", "Delta")
+    no_history = {**values, **{n: DEFAULTS[n] for n in FEATURES if n.startswith("user_")}}
+    assert answer.json()["probabilities"] == pytest.approx(
+        expected(features_model, no_history), abs=1e-12
     )
 
 

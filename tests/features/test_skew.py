@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 
 from tests.features.conftest import AS_OF, materialise_hand_events, needs_feast
+from tests.prediction_events import keyed_hash
 
 needs_feast()
 
 from sentiment_mlops.config import Settings  # noqa: E402
 from sentiment_mlops.features.aggregates import DEFAULTS, FEATURES  # noqa: E402
-from sentiment_mlops.features.events import user_key  # noqa: E402
 from sentiment_mlops.features.repository import (  # noqa: E402
     Repository,
     historical_features,
@@ -34,7 +34,7 @@ def repository(request: pytest.FixtureRequest, feature_settings: Settings) -> It
 def test_online_equals_offline_after_materialising(repository: Repository) -> None:
     materialise_hand_events(repository)
     keys = [
-        (user_key(user), account)
+        (keyed_hash(user), account)
         for user, account in (("ann", "Delta"), ("bob", "United"), ("bob", "Delta"), ("x", "y"))
     ]
     offline = historical_features(

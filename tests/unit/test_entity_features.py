@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sentiment_mlops.checksums import text_sha256
 from sentiment_mlops.config import CalibrationConfig, TrainConfig
 from sentiment_mlops.data import DataError, LabelledTexts
 from sentiment_mlops.features.aggregates import FEATURES, account_rows, user_rows
@@ -24,6 +23,7 @@ from sentiment_mlops.serving.entity_features import EntityKeys, OnlineFeatures
 from sentiment_mlops.serving.metrics import Metrics
 
 from ..apps import captured_logs
+from ..prediction_events import SUBJECT_KEY, keyed_hash
 
 TOLERANCE = 2e-15
 NAMES = ("user_tweets", "user_negative_share", "account_negative_share_24h")
@@ -36,7 +36,7 @@ def context_file(shared_data: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tweets(context_file: Path) -> pd.DataFrame:
-    return load_events(context_file)
+    return load_events(context_file, SUBJECT_KEY)
 
 
 def synthetic_entities(n: int, seed: int) -> np.ndarray:
@@ -107,20 +107,20 @@ def test_events_keep_one_row_per_id_sorted_by_time(
     assert tweets["event_id"].is_unique
     assert tweets[TIMESTAMP].is_monotonic_increasing
     assert str(tweets[TIMESTAMP].dt.tz) == "UTC"
-    # authors are their user_key (the SHA-256 the prediction log keeps), never the name
+    # authors are their keyed hash (the one the prediction log keeps), never the name
     first = pd.read_csv(context_file, dtype=str, nrows=1).iloc[0]
     row = tweets[tweets["event_id"] == first["tweet_id"]].iloc[0]
-    assert row["user_id"] == text_sha256(first["user"].strip())
+    assert row["user_id"] == keyed_hash(first["user"].strip())
 
 
 def test_bad_context_file_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "events.csv"
     path.write_text("tweet_id,created_at,user,text,label\n1,2015-02-20T10:00:00Z,a,hi,neutral\n")
     with pytest.raises(DataError, match="missing airline"):
-        load_events(path)
+        load_events(path, SUBJECT_KEY)
     path.write_text("tweet_id,created_at,user,airline,text,label\n1,yesterday,a,Delta,hi,neutral\n")
     with pytest.raises(DataError, match="not a timestamp at rows \\[0\\]"):
-        load_events(path)
+        load_events(path, SUBJECT_KEY)
 
 
 def test_time_split_trains_only_on_the_past(tweets: pd.DataFrame) -> None:

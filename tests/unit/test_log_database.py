@@ -26,7 +26,7 @@ from sentiment_mlops.serving.prediction_log import PredictionLog, prediction_row
 from sentiment_mlops.serving.predictions import metadata, predictions
 
 from ..apps import eventually
-from ..prediction_events import BOUND, event
+from ..prediction_events import BOUND, SUBJECT_KEY, event
 
 TABLES = {"predictions", "feedback", VERSION_TABLE}
 
@@ -59,12 +59,12 @@ def test_migrations_build_the_tables_of_the_contract_and_can_be_undone(tmp_path:
 def test_0002_adds_the_account_to_a_log_with_rows_and_takes_it_back(tmp_path: Path) -> None:
     db = database(tmp_path / "predictions.db")
     db.migrate("0001")
-    old = prediction_row(event(), keep_text=False)
+    old = prediction_row(event(), keep_text=False, subject_key=SUBJECT_KEY)
     del old["account"]
     with db.engine.begin() as connection:
         connection.execute(predictions.insert().values(**{k: old[k] for k in old}))
     db.migrate()
-    db.insert([prediction_row(event(account="@united"), keep_text=False)])
+    db.insert([prediction_row(event(account="@united"), keep_text=False, subject_key=SUBJECT_KEY)])
     with db.engine.connect() as connection:
         accounts = dict(connection.execute(select(predictions.c.id, predictions.c.account)).all())
     assert sorted(accounts.values(), key=str) == ["@united", None]
@@ -97,7 +97,7 @@ def test_the_file_and_its_wal_are_readable_by_their_owner_only(tmp_path: Path) -
     try:
         db = database(path)
         db.migrate()
-        db.insert([prediction_row(event(), keep_text=False)])
+        db.insert([prediction_row(event(), keep_text=False, subject_key=SUBJECT_KEY)])
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.parent.iterdir()}
         db.dispose()
     finally:
@@ -116,6 +116,7 @@ def test_workers_migrating_and_writing_the_same_file_at_once_lose_nothing(
             Metrics(),
             queue_size=10_000,
             keep_texts=True,
+            subject_key=SUBJECT_KEY,
             retention_days=90,
             timeout_seconds=BOUND,
             flush_seconds=BOUND,
@@ -149,9 +150,9 @@ def test_a_batch_written_twice_is_kept_once(tmp_path: Path) -> None:
     """A batch whose commit reached the database but whose answer was lost is retried."""
     db = database(tmp_path / "predictions.db")
     db.migrate()
-    rows = [prediction_row(event(), keep_text=False) for _ in range(3)]
+    rows = [prediction_row(event(), keep_text=False, subject_key=SUBJECT_KEY) for _ in range(3)]
     db.insert(rows)
-    db.insert([*rows, prediction_row(event(), keep_text=False)])
+    db.insert([*rows, prediction_row(event(), keep_text=False, subject_key=SUBJECT_KEY)])
     with db.engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(predictions)).scalar() == 4
 
@@ -163,6 +164,7 @@ def test_the_writer_deletes_rows_older_than_the_retention(tmp_path: Path) -> Non
         Metrics(),
         queue_size=100,
         keep_texts=False,
+        subject_key=SUBJECT_KEY,
         retention_days=30,
         timeout_seconds=BOUND,
         flush_seconds=BOUND,
@@ -204,6 +206,7 @@ def test_a_row_sqlite_refuses_is_dropped_alone_and_the_rest_written(tmp_path: Pa
         metrics,
         queue_size=100,
         keep_texts=False,
+        subject_key=SUBJECT_KEY,
         retention_days=90,
         timeout_seconds=BOUND,
         flush_seconds=BOUND,
@@ -230,7 +233,9 @@ def inserts_sent(db: LogDatabase, rows: int) -> list[int]:
             sent.append(statement.count("), (") + 1)
 
     sqlalchemy_event.listen(db.engine, "before_cursor_execute", seen)
-    db.insert([prediction_row(event(), keep_text=False) for _ in range(rows)])
+    db.insert(
+        [prediction_row(event(), keep_text=False, subject_key=SUBJECT_KEY) for _ in range(rows)]
+    )
     sqlalchemy_event.remove(db.engine, "before_cursor_execute", seen)
     return sent
 

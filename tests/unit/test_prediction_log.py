@@ -25,7 +25,7 @@ from sentiment_mlops.serving.prediction_log import (
 from sentiment_mlops.serving.predictions import new_prediction_id
 
 from ..apps import captured_logs, eventually
-from ..prediction_events import BOUND, event
+from ..prediction_events import BOUND, SUBJECT_KEY, event, keyed_hash
 
 
 def refused() -> OperationalError:
@@ -91,6 +91,7 @@ def make_log(store: FakeStore, metrics: Metrics, **options: Any) -> PredictionLo
     values: dict[str, Any] = {
         "queue_size": 1000,
         "keep_texts": False,
+        "subject_key": SUBJECT_KEY,
         "retention_days": 90,
         "timeout_seconds": BOUND,
         "flush_seconds": BOUND,
@@ -412,13 +413,29 @@ def test_feedback_for_a_row_that_stays_queued_is_unavailable_not_unknown(
 
 def test_a_row_hashes_text_and_subject_and_keeps_the_text_only_when_asked() -> None:
     made = event("bad\x00 flight \ud800", subject="alice@example.com")
-    row = prediction_row(made, keep_text=False)
+    row = prediction_row(made, keep_text=False, subject_key=SUBJECT_KEY)
     encoded = made.text.encode("utf-8", "surrogatepass")
     assert row["text_sha256"] == hashlib.sha256(encoded).hexdigest()
     assert row["text_length"] == len(made.text) == 13
-    assert row["subject_hash"] == hashlib.sha256(b"alice@example.com").hexdigest()
+    assert row["subject_hash"] == keyed_hash("alice@example.com")
     assert row["text"] is None
     assert "alice" not in repr(row)
-    kept = prediction_row(made, keep_text=True)
+    kept = prediction_row(made, keep_text=True, subject_key=SUBJECT_KEY)
     assert kept["text"] == "bad\ufffd flight \ud800", "NUL replaced: PostgreSQL refuses it"
-    assert prediction_row(event(subject=None), keep_text=False)["subject_hash"] is None
+    no_subject = prediction_row(event(subject=None), keep_text=False, subject_key=SUBJECT_KEY)
+    assert no_subject["subject_hash"] is None
+
+
+def test_the_subject_hash_is_keyed_not_a_plain_sha256_anyone_can_recompute() -> None:
+    def logged(subject: str, key: bytes) -> str:
+        hashed: str = prediction_row(event(subject=subject), False, key)["subject_hash"]
+        return hashed
+
+    other_key = b"another-key-of-at-least-32-bytes-0123456789"
+    for subject in ("misc", "alice@example.com", "\u00e9l\u00e8ve"):
+        hashed = logged(subject, SUBJECT_KEY)
+        assert hashed != hashlib.sha256(subject.encode()).hexdigest()
+        assert hashed == keyed_hash(subject, SUBJECT_KEY)
+        assert len(hashed) == 64, "the column is String(64)"
+        assert logged(subject, other_key) == keyed_hash(subject, other_key) != hashed
+    assert logged("misc", SUBJECT_KEY) != logged("misc2", SUBJECT_KEY)

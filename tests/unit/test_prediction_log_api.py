@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import stat
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -29,7 +31,7 @@ from ..apps import (
     write_routing,
 )
 from ..fakes import FakeSource
-from ..prediction_events import BOUND, logged_rows
+from ..prediction_events import BOUND, keyed_hash, logged_rows
 
 
 def sha256(text: str) -> str:
@@ -89,7 +91,7 @@ def test_each_prediction_is_logged_with_hashes_not_the_text_or_the_user(api: Tes
     assert (row["model_version"], row["variant"], row["experiment"]) == (1, "champion", "default")
     assert row["text"] is None
     assert (row["text_sha256"], row["text_length"]) == (sha256(text), len(text))
-    assert row["subject_hash"] == sha256("alice@example.com")
+    assert row["subject_hash"] == keyed_hash("alice@example.com") != sha256("alice@example.com")
     assert row["account"] == "@united", "the account as given: not personal data"
     assert row["shadow_of"] is None and row["latency_ms"] > 0
     made_ms = prediction_time_ms(answer["prediction_id"])
@@ -97,7 +99,7 @@ def test_each_prediction_is_logged_with_hashes_not_the_text_or_the_user(api: Tes
     made = datetime.fromtimestamp(made_ms / 1000, UTC)
     assert abs(row["created_at"].replace(tzinfo=UTC) - made) < timedelta(seconds=1)
     for p in batch["predictions"]:
-        assert rows[p["prediction_id"]]["subject_hash"] == sha256("tester"), "the token's subject"
+        assert rows[p["prediction_id"]]["subject_hash"] == keyed_hash("tester"), "token's subject"
         assert rows[p["prediction_id"]]["label"] == p["label"]
         assert rows[p["prediction_id"]]["account"] is None
 
@@ -124,6 +126,25 @@ def test_stopping_the_app_closes_the_log_with_every_prediction_written(
     assert set(made) <= set(logged_rows(settings.prediction_log_url()))
     closed = [line for line in lines if line["msg"].startswith("prediction log closed")]
     assert [(line["written"], line["dropped"]) for line in closed] == [(5, 0)]
+
+
+def test_without_a_subject_key_users_are_hashed_with_a_generated_private_key(
+    tmp_path: Path, default_model: Pipeline
+) -> None:
+    settings = api_settings(tmp_path / "var", subject_key=None)
+    app = create_app(settings, FakeSource({1: default_model}, {"champion": 1}))
+    with captured_logs() as lines, ready_client(app, headers=bearer("predict")) as client:
+        answer = predict(client, "a calm flight", user_id="misc")
+        rows = written(client)
+    key_file = settings.subject_key_file()
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    key = key_file.read_text(encoding="utf-8").strip()
+    assert len(key) >= 64
+    hashed = rows[answer["prediction_id"]]["subject_hash"]
+    assert hashed == keyed_hash("misc", key.encode()) != sha256("misc")
+    warnings = [line for line in lines if "SENTIMENT_SUBJECT_KEY" in line["msg"]]
+    assert [line["key_file"] for line in warnings] == [str(key_file)]
+    assert key not in json.dumps(lines)
 
 
 def test_feedback_is_joined_once_and_a_repeat_answers_the_same(api: TestClient) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sentiment_mlops.checksums import text_sha256
 from sentiment_mlops.data import DataError, read_table
+from sentiment_mlops.subjects import subject_hash
 
 # Column names in the entity rows Feast joins on (the entities' join keys) and in events.
 EVENT_ID = "event_id"
@@ -26,15 +26,9 @@ TEXT = "text"
 LABELLED_AT = "labelled_at"
 
 
-def user_key(user_id: str) -> str:
-    """The `user` entity's key for a user id: its SHA-256, the `subject_hash` the prediction
-    log keeps. Training (the context file's authors), serving (the request's `user_id`) and
-    materialising (the log) all key users by it, so the feature store never holds an id."""
-    return text_sha256(user_id)
-
-
 def load_events(
     path: Path,
+    subject_key: bytes,
     *,
     id_column: str = "tweet_id",
     time_column: str = "created_at",
@@ -48,7 +42,9 @@ def load_events(
     A repeated id is the same event written twice (the airline file repeats 155 tweets, a
     few with different crowd labels): counting it twice would inflate its author's history
     and put one text in both halves of a split, so the first row of each id is kept. Authors
-    become their `user_key`.
+    become their `subjects.subject_hash` under `subject_key`, the key the prediction log's
+    `subject_hash` and serving's lookups use: the `user` entity's key everywhere, so the
+    feature store never holds an id.
     """
     frame = read_table(path)
     columns = {
@@ -66,7 +62,7 @@ def load_events(
             f"missing {', '.join(missing)}"
         )
     events = prepare_events(frame[list(columns)].rename(columns=columns), str(path))
-    events[USER] = events[USER].map(user_key).astype(object)
+    events[USER] = events[USER].map(lambda user: subject_hash(user, subject_key)).astype(object)
     return events
 
 

@@ -3,7 +3,8 @@ events, added to the feature repository and materialised into the online store.
 
 An event is a primary prediction (shadow predictions score the same request again and would
 count it twice): its time is when it was made, its author the log's `subject_hash` (already
-the `user` entity's key, `events.user_key`), its account the one the request named. Its
+the `user` entity's key: `subjects.subject_hash` under the server's subject key, so this job
+needs no key of its own), its account the one the request named. Its
 label is the feedback's, known from the moment the feedback came (`labelled_at`), so a
 lookup before that time does not see it. Counts therefore count every prediction, and label
 shares are over the predictions that got feedback; in a training file every earlier tweet

@@ -39,9 +39,9 @@ from sentiment_mlops.features.events import (
     TIMESTAMP,
     USER,
     prepare_events,
-    user_key,
 )
 from sentiment_mlops.features.feast_import import feast_imported
+from sentiment_mlops.subjects import subject_hash, subject_key
 
 feast_imported()  # before `from feast import …`: see feast_import.py
 
@@ -294,9 +294,12 @@ class OnlineReader:
     service on every call, as `online_features` does, cost ~3 ms (SQLite) to ~6 ms (Redis) of
     registry reads per lookup here, ten times the lookup itself. Never writes: a server does
     not apply definitions, so a repository nobody has applied is an error, not an empty one.
+    Users are looked up by their `subject_hash` under the settings' subject key, the key the
+    server's prediction log hashes them with.
     """
 
     def __init__(self, settings: Settings, names: Sequence[str], socket_timeout: float) -> None:
+        self._subject_key = subject_key(settings)
         directory = settings.feature_repo_dir()
         if settings.features_registry is None and not (directory / "registry.db").exists():
             raise FeatureStoreError(
@@ -329,10 +332,11 @@ class OnlineReader:
 
     def read(self, user_id: str | None, account: str | None) -> dict[str, float | None]:
         """The model's features for one entity row (`user_id` as the request gave it: it is
-        looked up by its `user_key`); None where the store holds no value (an entity it does
-        not know, or a key not given)."""
+        looked up by its `subject_hash` under the subject key); None where the store holds no
+        value (an entity it does not know, or a key not given)."""
         # A key not given is asked as "", which no entity has: its features come back None.
-        row = {USER: user_key(user_id) if user_id else "", ACCOUNT: account or ""}
+        user = subject_hash(user_id, self._subject_key) if user_id else ""
+        row = {USER: user, ACCOUNT: account or ""}
         found = self.store.get_online_features(features=self.service, entity_rows=[row])
         values = found.to_dict()
         return {

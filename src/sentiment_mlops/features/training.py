@@ -28,6 +28,7 @@ from sentiment_mlops.features.events import (
     load_events,
     time_split,
 )
+from sentiment_mlops.subjects import subject_key
 
 
 def load_context_split(path: Path | None, config: TrainConfig, settings: Settings) -> Split:
@@ -37,7 +38,7 @@ def load_context_split(path: Path | None, config: TrainConfig, settings: Setting
             "--features and --split time need --data with time, author and account columns "
             "(e.g. twitter-us-airline-sentiment/with-context.csv); the built-in corpus has none"
         )
-    events = load_events(path)
+    events = load_events(path, subject_key(settings))
     entities: np.ndarray | None = None
     names: tuple[str, ...] = ()
     if config.features.enabled:

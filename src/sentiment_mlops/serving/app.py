@@ -97,6 +97,12 @@ def _services(
             "signing tokens with a generated development secret; set SENTIMENT_JWT_SECRET",
             extra={"secret_file": str(settings.dev_secret_file())},
         )
+    if settings.subject_key is None:
+        log.warning(
+            "hashing users for the prediction log and the feature store with a generated key; "
+            "set SENTIMENT_SUBJECT_KEY, the same in every replica",
+            extra={"key_file": str(settings.subject_key_file())},
+        )
     features = OnlineFeatures.from_settings(settings, metrics)
     pool = ModelPool(
         source,

@@ -1,8 +1,9 @@
 """The prediction log as the server sees it: a non-blocking sink for predictions, a writer
 thread that puts them in the database in batches, and feedback joined to them later.
 
-- `record` (on the request path) turns each prediction into a row (hashes, no raw user id,
-  the text only when `SENTIMENT_PREDICTION_LOG_TEXTS` is on) and appends it to a bounded
+- `record` (on the request path) turns each prediction into a row (the text's SHA-256, the
+  user's keyed hash `subjects.subject_hash`, no raw user id, the text only when
+  `SENTIMENT_PREDICTION_LOG_TEXTS` is on) and appends it to a bounded
   queue; when the queue is full the new rows are dropped and counted
   (`prediction_log_dropped_total{reason="queue_full"}`). It never waits for the database.
 - One writer thread per worker migrates the schema to head at startup, then writes what is
@@ -52,6 +53,7 @@ from sentiment_mlops.serving.log_database import (
 from sentiment_mlops.serving.metrics import Metrics
 from sentiment_mlops.serving.predictions import prediction_time_ms
 from sentiment_mlops.serving.predictor import PredictionEvent
+from sentiment_mlops.subjects import subject_hash, subject_key
 
 log = logging.getLogger("sentiment_mlops.serving.prediction_log")
 
@@ -98,9 +100,10 @@ class Backoff:
         return min(self.limit, self.first * self.factor**exponent)
 
 
-def prediction_row(event: PredictionEvent, keep_text: bool) -> Row:
+def prediction_row(event: PredictionEvent, keep_text: bool, subject_key: bytes) -> Row:
     """The `predictions` row of one event: the text's SHA-256 and length, the subject's
-    SHA-256, the account as given, and the text itself only if `keep_text`."""
+    `subject_hash` under `subject_key`, the account as given, and the text itself only if
+    `keep_text`."""
     return {
         "id": event.prediction_id,
         "created_at": event.created_at,
@@ -111,7 +114,7 @@ def prediction_row(event: PredictionEvent, keep_text: bool) -> Row:
         "probabilities": event.probabilities,
         "text_sha256": text_sha256(event.text),
         "text_length": len(event.text),
-        "subject_hash": None if event.subject is None else text_sha256(event.subject),
+        "subject_hash": None if event.subject is None else subject_hash(event.subject, subject_key),
         "account": event.account,
         # PostgreSQL's text type cannot hold NUL; the hash above is of the text as sent
         "text": event.text.replace("\x00", "\ufffd") if keep_text else None,
@@ -137,6 +140,7 @@ class PredictionLog:
         *,
         queue_size: int,
         keep_texts: bool,
+        subject_key: bytes,
         retention_days: int,
         timeout_seconds: float,
         flush_seconds: float,
@@ -150,6 +154,7 @@ class PredictionLog:
         self._metrics = metrics
         self._queue_size = queue_size
         self._keep_texts = keep_texts
+        self._subject_key = subject_key
         self._retention = timedelta(days=retention_days)
         self._retention_days = retention_days
         self._timeout = timeout_seconds
@@ -187,12 +192,14 @@ class PredictionLog:
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: Metrics) -> PredictionLog:
+        key = subject_key(settings)  # before the engine: a bad key leaves nothing open
         database = LogDatabase(settings.prediction_log_url(), settings.database_timeout_seconds)
         return cls(
             database,
             metrics,
             queue_size=settings.prediction_log_queue_size,
             keep_texts=settings.prediction_log_texts,
+            subject_key=key,
             retention_days=settings.prediction_retention_days,
             timeout_seconds=settings.database_timeout_seconds,
             flush_seconds=settings.prediction_log_flush_seconds,
@@ -202,7 +209,7 @@ class PredictionLog:
 
     def record(self, events: Sequence[PredictionEvent]) -> None:
         """Queue `events` for the writer; what does not fit is dropped and counted."""
-        rows = [prediction_row(event, self._keep_texts) for event in events]
+        rows = [prediction_row(event, self._keep_texts, self._subject_key) for event in events]
         with self._rows_arrived:
             if self._deadline is not None:
                 dropped, reason = len(rows), "shutdown"

@@ -8,8 +8,9 @@ The tables are the contract between the server, which writes them, and the A/B r
 - `predictions`: `id` is the prediction id the API returned, a UUIDv7 (time-ordered, so the
   time a prediction was made can be read from its id even after its row is gone); a shadow
   prediction has its own id and `shadow_of` names the primary prediction of the same request,
-  which is how the report pairs the two models on the same texts. `subject_hash` is a SHA-256
-  of the user id (or the token's subject), never the id itself; `account` is the account the
+  which is how the report pairs the two models on the same texts. `subject_hash` is the keyed
+  hash of the user id (or the token's subject; `subjects.subject_hash`, HMAC-SHA256 under
+  `SENTIMENT_SUBJECT_KEY`), never the id itself; `account` is the account the
   request said the text addresses (an airline's handle, not personal data), kept as given for
   the feature store's `account` entity; `text` is kept only when the operator enables it.
   `latency_ms` is the model's scoring time for the request.

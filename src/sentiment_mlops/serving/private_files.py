@@ -1,14 +1,16 @@
 """Writing files that hold secrets: whole (never half-written) and readable by their owner only.
 
-Two files need this, the generated development JWT secret (`serving.tokens`) and the OAuth2
-clients file (`serving.clients`), so the writer has its own module below both of them. It must
-not import anything from this project, nor FastAPI or Starlette.
+Three files need this, the generated development JWT secret (`serving.tokens`), the generated
+subject key (`subjects`) and the OAuth2 clients file (`serving.clients`), so the writer has its
+own module below all of them. It must not import anything from this project, nor FastAPI or
+Starlette.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -33,3 +35,15 @@ def write_private_file(path: Path, text: str, *, replace: bool) -> None:
                 os.link(temporary, path)
     finally:
         Path(temporary).unlink(missing_ok=True)
+
+
+def generated_secret(path: Path) -> str:
+    """The secret kept in `path`, generated and written privately if it is not there yet.
+
+    Processes and threads racing to create it all end up with the first one written (see
+    `write_private_file`). An OSError says the file could neither be made nor read; callers
+    say which setting to give instead.
+    """
+    if not path.exists():
+        write_private_file(path, secrets.token_urlsafe(48) + "\n", replace=False)
+    return path.read_text(encoding="utf-8").strip()

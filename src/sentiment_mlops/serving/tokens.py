@@ -11,7 +11,6 @@ This module knows nothing of HTTP or of OAuth2 clients: it must not import FastA
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
 from sentiment_mlops.config import MAX_TOKEN_TTL_SECONDS, Settings
-from sentiment_mlops.serving.private_files import write_private_file
+from sentiment_mlops.serving.private_files import generated_secret
 
 SCOPE_DESCRIPTIONS = {
     "predict": "Ask for predictions",
@@ -117,9 +116,7 @@ def signing_keys(settings: Settings) -> SigningKeys:
 def _dev_secret(path: Path) -> str:
     """The development secret in `path`; the first process to create it wins, others reuse it."""
     try:
-        if not path.exists():
-            write_private_file(path, secrets.token_urlsafe(48) + "\n", replace=False)
-        return path.read_text(encoding="utf-8").strip()
+        return generated_secret(path)
     except OSError as exc:
         raise AuthConfigError(
             f"cannot create or read the development secret {path} ({exc}); "
