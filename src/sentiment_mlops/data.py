@@ -10,7 +10,7 @@ import hashlib
 import io
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,25 +160,58 @@ def _column(frame: pd.DataFrame, source: str, name: str) -> list[object]:
 
 
 def _is_missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
+    """A cell with no value: JSON null or NaN, a Parquet null, pandas' NA."""
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
+
+
+def _is_nan_word(value: object) -> bool:
+    """The word NaN (any case) as a whole cell: what `str(float("nan"))`, numpy and pandas'
+    `to_csv(na_rep="NaN")` write for a missing value. CSV cells are read as written
+    (`keep_default_na=False`: an empty cell is an empty text, "NA" or "None" a text), and NaN
+    is the one such marker refused: as a whole text or label it stands for a missing value,
+    not a sentence or a class."""
+    return isinstance(value, str) and len(value) < 16 and value.strip().lower() == "nan"
+
+
+def _rows(values: Sequence[object], wrong: Callable[[object], bool]) -> list[int]:
+    return [row for row, value in enumerate(values, start=1) if wrong(value)]
 
 
 def _texts(values: list[object], source: str, column: str) -> list[str]:
-    wrong_type = [
-        i for i, v in enumerate(values, 1) if not _is_missing(v) and not isinstance(v, str)
-    ]
+    wrong_type = _rows(values, lambda v: not _is_missing(v) and not isinstance(v, str))
     if wrong_type:
         raise _row_error(source, wrong_type, column, "text is not a string")
-    blank = [i for i, v in enumerate(values, 1) if _is_missing(v) or not str(v).strip()]
+    missing = _rows(values, _is_missing)
+    if missing:
+        raise _row_error(source, missing, column, "missing text (null or NaN)")
+    nan_word = _rows(values, _is_nan_word)
+    if nan_word:
+        raise _row_error(
+            source,
+            nan_word,
+            column,
+            f"text is the word {values[nan_word[0] - 1]!r}, which is how a missing value is "
+            "written; fill in the text or remove the row",
+        )
+    blank = _rows(values, lambda v: not str(v).strip())
     if blank:
         raise _row_error(source, blank, column, "empty or whitespace-only text")
     return [str(v) for v in values]
 
 
 def _labels(values: list[object], source: str, column: str) -> list[str]:
-    missing = [i for i, v in enumerate(values, 1) if _is_missing(v) or not str(v).strip()]
+    missing = _rows(values, lambda v: _is_missing(v) or not str(v).strip())
     if missing:
         raise _row_error(source, missing, column, "missing label")
+    nan_word = _rows(values, _is_nan_word)
+    if nan_word:
+        raise _row_error(
+            source,
+            nan_word,
+            column,
+            f"label is the word {values[nan_word[0] - 1]!r}, which is how a missing value "
+            "is written; fill in the label or remove the row",
+        )
     return [str(v).strip() for v in values]
 
 

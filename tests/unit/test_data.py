@@ -15,6 +15,7 @@ from sentiment_mlops.data import (
     check_trainable,
     conflicting_duplicates,
     drop_exact_duplicates,
+    from_frame,
     keep_classes,
     load_labelled,
     split,
@@ -91,6 +92,51 @@ def test_missing_label_names_row_and_column(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "d.csv", [*GOOD[:2], ("fine", "")])
     with pytest.raises(DataError, match=r"d.csv: row 3, column 'label': missing label"):
         load_labelled(path)
+
+
+@pytest.mark.parametrize("cell", ["NaN", "nan", " NAN "])
+def test_the_word_nan_as_a_text_is_a_missing_value(tmp_path: Path, cell: str) -> None:
+    """Read as written, a CSV's NaN cell used to become the text 'NaN'; with all texts NaN,
+    dropping duplicates then left one row per class, refused as 'classes with a single
+    example'."""
+    rows = [(cell, "positive")] * 3 + [(cell, "negative")] * 3
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows))
+    expected = rf"d.csv: row 1, column 'text': text is the word '{cell}', which is how a missing"
+    with pytest.raises(DataError, match=expected + r".* \(and 5 more rows\)"):
+        load_labelled(path)
+
+
+def test_a_text_containing_nan_is_a_text(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "d.csv", [*GOOD, ("nan bread, lovely", "positive"), ("NA", "x")])
+    assert load_labelled(path).texts[-2:] == ["nan bread, lovely", "NA"]
+
+
+def test_the_word_nan_as_a_label_is_a_missing_value(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "d.csv", [*GOOD, ("fine", "NaN")])
+    with pytest.raises(DataError, match=r"d.csv: row 4, column 'label': label is the word 'NaN'"):
+        load_labelled(path)
+
+
+@pytest.mark.parametrize("cell", ["null", "NaN"])
+def test_null_or_nan_text_in_jsonl_is_missing_not_empty(tmp_path: Path, cell: str) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text(f'{{"text": "ok", "label": "a"}}\n{{"text": {cell}, "label": "b"}}\n')
+    with pytest.raises(DataError, match=r"row 2, column 'text': missing text \(null or NaN\)$"):
+        load_labelled(path)
+
+
+def test_null_text_in_parquet_is_missing_not_empty(tmp_path: Path) -> None:
+    path = tmp_path / "d.parquet"
+    pd.DataFrame({"text": ["ok", None], "label": ["a", "b"]}).to_parquet(path)
+    with pytest.raises(DataError, match=r"row 2, column 'text': missing text \(null or NaN\)$"):
+        load_labelled(path)
+
+
+def test_pandas_na_text_in_a_frame_is_missing() -> None:
+    frame = pd.DataFrame({"text": pd.array(["ok", None], dtype="string[python]"), "label": "a"})
+    with pytest.raises(DataError, match=r"mem: row 2, column 'text': missing text"):
+        from_frame(frame, "mem")
 
 
 def test_non_string_text_in_jsonl(tmp_path: Path) -> None:
