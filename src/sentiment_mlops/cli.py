@@ -147,6 +147,16 @@ def _train_and_register(
     return result, version
 
 
+def _data_spec(spec: DataSpec) -> DataSpec:
+    """`spec` with the training limits of the `SENTIMENT_*` settings."""
+    from dataclasses import replace
+
+    settings = Settings()
+    return replace(
+        spec, max_classes=settings.max_classes, max_text_chars=settings.train_text_limit()
+    )
+
+
 # The data options `train` and `tune` share.
 DataFile = Annotated[
     Path | None, typer.Option(help="CSV, JSONL or Parquet file; default: built-in tweets")
@@ -219,7 +229,9 @@ def train(
             out.print(f"Champion is version {current}; not training (drop --if-no-champion).")
             return
         train_config = with_feature_options(load_train_config(config), features, split)
-        spec = DataSpec(data, test_data, text_column, label_column, encoding, validation_data)
+        spec = _data_spec(
+            DataSpec(data, test_data, text_column, label_column, encoding, validation_data)
+        )
         result, version = _train_and_register(spec, train_config, registry, alias)
     print_report(result.report, out)
     aliases = f" ({', '.join(version.aliases)})" if version.aliases else ""
@@ -276,7 +288,7 @@ def tune(
         if budget is not None:
             search_config = search_config.model_copy(update={"budget": budget})
         check_space(search_config, base, str(config or DEFAULT_TUNE_CONFIG))
-        spec = DataSpec(data, test_data, text_column, label_column, encoding)
+        spec = _data_spec(DataSpec(data, test_data, text_column, label_column, encoding))
         with err.status(f"Loading {spec.describe()}"):
             split = load_split(spec, base)
         err.print(
@@ -738,7 +750,7 @@ def serve(
         with _user_errors():
             registry = _registry()
             if registry.resolve(settings.model_alias) is None:
-                _train_and_register(DataSpec(), load_train_config(None), registry, None)
+                _train_and_register(_data_spec(DataSpec()), load_train_config(None), registry, None)
     prepare_environment(settings)
     err.print(usage_hint(settings), highlight=False, soft_wrap=True)
     run_server(settings)

@@ -181,6 +181,45 @@ def test_one_class_only_is_rejected() -> None:
         check_trainable(data)
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_text_over_the_limit_names_file_row_and_column(tmp_path: Path, suffix: str) -> None:
+    rows = [*GOOD, ("x" * 11, "negative"), ("y" * 10, "positive"), ("z" * 12, "negative")]
+    frame = pd.DataFrame(rows, columns=["review", "label"])
+    path = tmp_path / f"d{suffix}"
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_json(path, orient="records", lines=True)
+    expected = (
+        rf"d{suffix}: row 4, column 'review': text of 11 characters, longer than training's "
+        r"limit of 10 \(SENTIMENT_MAX_TRAIN_TEXT_CHARS\); shorten or remove it "
+        r"\(and 1 more rows\)"
+    )
+    with pytest.raises(DataError, match=expected):
+        load_labelled(path, text_column="review", max_text_chars=10)
+    assert len(load_labelled(path, text_column="review", max_text_chars=12)) == 6
+    assert len(load_labelled(path, text_column="review")) == 6
+
+
+def test_more_classes_than_the_limit_names_the_count_and_the_limit() -> None:
+    data = LabelledTexts(["a", "b", "c", "d", "e", "f"], ["1", "1", "2", "2", "3", "3"], "d.csv")
+    check_trainable(data, "stars", max_classes=3)
+    check_trainable(data, "stars")
+    expected = (
+        r"d.csv: column 'stars': 3 classes, more than the limit of 2 \(SENTIMENT_MAX_CLASSES\)"
+    )
+    with pytest.raises(DataError, match=expected):
+        check_trainable(data, "stars", max_classes=2)
+
+
+def test_the_class_limit_is_named_before_classes_with_one_example() -> None:
+    """5,000 distinct labels are mostly singletons: the count is what to fix first."""
+    labels = [str(i) for i in range(200)]
+    data = LabelledTexts([f"t{i}" for i in range(200)], labels, "ids.csv")
+    with pytest.raises(DataError, match=r"200 classes, more than the limit of 100"):
+        check_trainable(data, max_classes=100)
+
+
 def test_unseen_test_label_names_row() -> None:
     train = LabelledTexts(["a", "b"], ["neg", "pos"], "train.csv")
     test = LabelledTexts(["c", "d"], ["pos", "neutral"], "test.csv")

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from sentiment_mlops.checksums import text_sha256
-from sentiment_mlops.data import DataError, read_table
+from sentiment_mlops.data import DataError, check_text_lengths, read_table
 
 # Column names in the entity rows Feast joins on (the entities' join keys) and in events.
 EVENT_ID = "event_id"
@@ -42,13 +42,15 @@ def load_events(
     account_column: str = "airline",
     text_column: str = "text",
     label_column: str = "label",
+    max_text_chars: int | None = None,
 ) -> pd.DataFrame:
     """A context file (e.g. `with-context.csv`) as events sorted by time, one per id.
 
     A repeated id is the same event written twice (the airline file repeats 155 tweets, a
     few with different crowd labels): counting it twice would inflate its author's history
     and put one text in both halves of a split, so the first row of each id is kept. Authors
-    become their `user_key`.
+    become their `user_key`. A text longer than `max_text_chars` (None: no limit) is refused
+    naming its row in the file.
     """
     frame = read_table(path)
     columns = {
@@ -65,6 +67,7 @@ def load_events(
             f"{path}: entity features need the columns {', '.join(columns)}; "
             f"missing {', '.join(missing)}"
         )
+    check_text_lengths(frame[text_column].tolist(), str(path), text_column, max_text_chars)
     events = prepare_events(frame[list(columns)].rename(columns=columns), str(path))
     events[USER] = events[USER].map(user_key).astype(object)
     return events
