@@ -29,7 +29,12 @@ from sentiment_mlops.config import (
     TrainConfig,
     load_train_config,
 )
-from sentiment_mlops.runtime import configure_process, skip_collection_at_exit
+from sentiment_mlops.runtime import (
+    Terminated,
+    configure_process,
+    sigterm_raises,
+    skip_collection_at_exit,
+)
 
 if TYPE_CHECKING:
     from sentiment_mlops.data import Split
@@ -223,7 +228,7 @@ def train(
     from sentiment_mlops.evaluate import print_report
     from sentiment_mlops.train import DataSpec
 
-    with _user_errors():
+    with sigterm_raises(), _user_errors():
         registry = _registry() if if_no_champion else None
         if registry is not None and (current := registry.resolve(CHAMPION)) is not None:
             out.print(f"Champion is version {current}; not training (drop --if-no-champion).")
@@ -282,7 +287,7 @@ def tune(
         load_tune_config,
     )
 
-    with _user_errors(), _user_errors(TuneError):
+    with sigterm_raises(), _user_errors(), _user_errors(TuneError):
         base = load_train_config(train_config)
         search_config = load_tune_config(config)
         if budget is not None:
@@ -364,6 +369,9 @@ def _tune_and_register(
         except KeyboardInterrupt:
             _end_interrupted(registry, search)
             raise typer.Exit(130) from None
+        except Terminated:
+            _end_interrupted(registry, search)
+            raise
         except BaseException as exc:
             registry.end_search(search, "FAILED", tags={"error": str(exc)})
             raise
@@ -380,6 +388,9 @@ def _tune_and_register(
     except KeyboardInterrupt:
         _end_interrupted(registry, search)
         raise typer.Exit(130) from None
+    except Terminated:
+        _end_interrupted(registry, search)
+        raise
     except BaseException as exc:
         registry.end_search(search, "FAILED", tags={"error": str(exc)})
         raise
@@ -747,7 +758,7 @@ def serve(
     if train_if_missing:
         from sentiment_mlops.train import DataSpec
 
-        with _user_errors():
+        with sigterm_raises(), _user_errors():
             registry = _registry()
             if registry.resolve(settings.model_alias) is None:
                 _train_and_register(_data_spec(DataSpec()), load_train_config(None), registry, None)
