@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -154,8 +155,6 @@ def _train_and_register(
 
 def _data_spec(spec: DataSpec) -> DataSpec:
     """`spec` with the training limits of the `SENTIMENT_*` settings."""
-    from dataclasses import replace
-
     settings = Settings()
     return replace(
         spec, max_classes=settings.max_classes, max_text_chars=settings.train_text_limit()
