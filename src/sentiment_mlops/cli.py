@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -29,7 +30,12 @@ from sentiment_mlops.config import (
     TrainConfig,
     load_train_config,
 )
-from sentiment_mlops.runtime import configure_process, skip_collection_at_exit
+from sentiment_mlops.runtime import (
+    Terminated,
+    configure_process,
+    sigterm_raises,
+    skip_collection_at_exit,
+)
 
 if TYPE_CHECKING:
     from sentiment_mlops.data import Split
@@ -155,6 +161,14 @@ def _train_and_register(
     return result, version
 
 
+def _data_spec(spec: DataSpec) -> DataSpec:
+    """`spec` with the training limits of the `SENTIMENT_*` settings."""
+    settings = Settings()
+    return replace(
+        spec, max_classes=settings.max_classes, max_text_chars=settings.train_text_limit()
+    )
+
+
 # The data options `train` and `tune` share.
 DataFile = Annotated[
     Path | None, typer.Option(help="CSV, JSONL or Parquet file; default: built-in tweets")
@@ -221,13 +235,15 @@ def train(
     from sentiment_mlops.evaluate import print_report
     from sentiment_mlops.train import DataSpec
 
-    with _user_errors():
+    with sigterm_raises(), _user_errors():
         registry = _registry() if if_no_champion else None
         if registry is not None and (current := registry.resolve(CHAMPION)) is not None:
             out.print(f"Champion is version {current}; not training (drop --if-no-champion).")
             return
         train_config = with_feature_options(load_train_config(config), features, split)
-        spec = DataSpec(data, test_data, text_column, label_column, encoding, validation_data)
+        spec = _data_spec(
+            DataSpec(data, test_data, text_column, label_column, encoding, validation_data)
+        )
         result, version = _train_and_register(spec, train_config, registry, alias)
     print_report(result.report, out)
     aliases = f" ({', '.join(version.aliases)})" if version.aliases else ""
@@ -278,13 +294,13 @@ def tune(
         load_tune_config,
     )
 
-    with _user_errors(), _user_errors(TuneError):
+    with sigterm_raises(), _user_errors(), _user_errors(TuneError):
         base = load_train_config(train_config)
         search_config = load_tune_config(config)
         if budget is not None:
             search_config = search_config.model_copy(update={"budget": budget})
         check_space(search_config, base, str(config or DEFAULT_TUNE_CONFIG))
-        spec = DataSpec(data, test_data, text_column, label_column, encoding)
+        spec = _data_spec(DataSpec(data, test_data, text_column, label_column, encoding))
         with err.status(f"Loading {spec.describe()}"):
             split = load_split(spec, base)
         err.print(
@@ -360,6 +376,9 @@ def _tune_and_register(
         except KeyboardInterrupt:
             _end_interrupted(registry, search)
             raise typer.Exit(130) from None
+        except Terminated:
+            _end_interrupted(registry, search)
+            raise
         except BaseException as exc:
             registry.end_search(search, "FAILED", tags={"error": str(exc)})
             raise
@@ -376,6 +395,9 @@ def _tune_and_register(
     except KeyboardInterrupt:
         _end_interrupted(registry, search)
         raise typer.Exit(130) from None
+    except Terminated:
+        _end_interrupted(registry, search)
+        raise
     except BaseException as exc:
         registry.end_search(search, "FAILED", tags={"error": str(exc)})
         raise
@@ -746,10 +768,10 @@ def serve(
     if train_if_missing:
         from sentiment_mlops.train import DataSpec
 
-        with _user_errors():
+        with sigterm_raises(), _user_errors():
             registry = _registry()
             if registry.resolve(settings.model_alias) is None:
-                _train_and_register(DataSpec(), load_train_config(None), registry, None)
+                _train_and_register(_data_spec(DataSpec()), load_train_config(None), registry, None)
     prepare_environment(settings)
     err.print(usage_hint(settings), highlight=False, soft_wrap=True)
     run_server(settings)

@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +31,12 @@ DEFAULT_ROUTING_CONFIG = Path("configs/routing.yaml")
 # The longest lifetime a token may have: minting refuses more, verification refuses a token
 # whose `exp` lies further ahead (such an `exp` could not even be held in a datetime).
 MAX_TOKEN_TTL_SECONDS = 366 * 24 * 3600
+# Training input limits (`SENTIMENT_MAX_CLASSES`, `SENTIMENT_MAX_TRAIN_TEXT_CHARS`). Every
+# response carries a probability per class, and the report a class-by-class confusion matrix:
+# 5,000 labels made a 216 MB report and hung drawing it. The longest text of the project's
+# datasets is an IMDB review of 13,704 characters; a single 200 MB text took 6.6 GB to fit.
+DEFAULT_MAX_CLASSES = 100
+DEFAULT_MAX_TRAIN_TEXT_CHARS = 100_000
 # The prediction log's databases (plain `postgresql://` would make SQLAlchemy look for psycopg 3).
 LOG_DATABASE_SCHEMES = ("sqlite", "postgresql+psycopg2")
 
@@ -111,6 +118,10 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(default=5000, gt=0)
     max_batch_size: int = Field(default=256, gt=0)
     max_body_bytes: int = Field(default=1_000_000, gt=0)
+    # Training refuses more (data.py, before anything is fitted): classes in the training
+    # data, and characters in one text (`train_text_limit()`).
+    max_classes: int = Field(default=DEFAULT_MAX_CLASSES, ge=2)
+    max_train_text_chars: int | None = Field(default=None, gt=0)
     log_texts: bool = False
     shutdown_grace_seconds: float = Field(default=5.0, ge=0)
     # uvicorn's parent kills a worker that does not answer its ping in time, and a freshly
@@ -162,11 +173,27 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("max_train_text_chars")
+    @classmethod
+    def _train_on_what_is_served(cls, value: int | None, info: ValidationInfo) -> int | None:
+        served = info.data.get("max_text_chars")
+        if value is not None and served is not None and value < served:
+            raise ValueError(
+                f"must be at least SENTIMENT_MAX_TEXT_CHARS ({served}): a text the API "
+                "accepts must be one training accepts"
+            )
+        return value
+
     def local_url(self) -> str:
         """The server's base URL for a client on the same machine: a wildcard `host` (all
         interfaces, as in a container) is reached on loopback."""
         host = "127.0.0.1" if self.host in {"0.0.0.0", "::", ""} else self.host
         return f"http://{host}:{self.port}"
+
+    def train_text_limit(self) -> int:
+        """The longest text training accepts: `SENTIMENT_MAX_TRAIN_TEXT_CHARS`, else
+        `DEFAULT_MAX_TRAIN_TEXT_CHARS` or the API's limit if that is longer."""
+        return self.max_train_text_chars or max(DEFAULT_MAX_TRAIN_TEXT_CHARS, self.max_text_chars)
 
     def clients_file(self) -> Path:
         """OAuth2 clients (ids, hashed secrets, scopes) that may ask `POST /token` for tokens."""

@@ -10,7 +10,7 @@ import hashlib
 import io
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,25 +160,79 @@ def _column(frame: pd.DataFrame, source: str, name: str) -> list[object]:
 
 
 def _is_missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
+    """A cell with no value: JSON null or NaN, a Parquet null, pandas' NA."""
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
 
 
-def _texts(values: list[object], source: str, column: str) -> list[str]:
-    wrong_type = [
-        i for i, v in enumerate(values, 1) if not _is_missing(v) and not isinstance(v, str)
-    ]
+def _is_nan_word(value: object) -> bool:
+    """The word NaN (any case) as a whole cell: what `str(float("nan"))`, numpy and pandas'
+    `to_csv(na_rep="NaN")` write for a missing value. CSV cells are read as written
+    (`keep_default_na=False`: an empty cell is an empty text, "NA" or "None" a text), and NaN
+    is the one such marker refused: as a whole text or label it stands for a missing value,
+    not a sentence or a class."""
+    return isinstance(value, str) and len(value) < 16 and value.strip().lower() == "nan"
+
+
+def _rows(values: Sequence[object], wrong: Callable[[object], bool]) -> list[int]:
+    return [row for row, value in enumerate(values, start=1) if wrong(value)]
+
+
+def check_text_lengths(
+    values: Sequence[object], source: str, column: str, max_chars: int | None
+) -> None:
+    """DataError naming the rows whose text is longer than `max_chars` (None: no limit)."""
+    if max_chars is None:
+        return
+    too_long = _rows(values, lambda v: isinstance(v, str) and len(v) > max_chars)
+    if too_long:
+        length = len(str(values[too_long[0] - 1]))
+        raise _row_error(
+            source,
+            too_long,
+            column,
+            f"text of {length:,} characters, longer than training's limit of {max_chars:,} "
+            "(SENTIMENT_MAX_TRAIN_TEXT_CHARS); shorten or remove it",
+        )
+
+
+def _texts(
+    values: list[object], source: str, column: str, max_chars: int | None = None
+) -> list[str]:
+    wrong_type = _rows(values, lambda v: not _is_missing(v) and not isinstance(v, str))
     if wrong_type:
         raise _row_error(source, wrong_type, column, "text is not a string")
-    blank = [i for i, v in enumerate(values, 1) if _is_missing(v) or not str(v).strip()]
+    missing = _rows(values, _is_missing)
+    if missing:
+        raise _row_error(source, missing, column, "missing text (null or NaN)")
+    nan_word = _rows(values, _is_nan_word)
+    if nan_word:
+        raise _row_error(
+            source,
+            nan_word,
+            column,
+            f"text is the word {values[nan_word[0] - 1]!r}, which is how a missing value is "
+            "written; fill in the text or remove the row",
+        )
+    blank = _rows(values, lambda v: not str(v).strip())
     if blank:
         raise _row_error(source, blank, column, "empty or whitespace-only text")
+    check_text_lengths(values, source, column, max_chars)
     return [str(v) for v in values]
 
 
 def _labels(values: list[object], source: str, column: str) -> list[str]:
-    missing = [i for i, v in enumerate(values, 1) if _is_missing(v) or not str(v).strip()]
+    missing = _rows(values, lambda v: _is_missing(v) or not str(v).strip())
     if missing:
         raise _row_error(source, missing, column, "missing label")
+    nan_word = _rows(values, _is_nan_word)
+    if nan_word:
+        raise _row_error(
+            source,
+            nan_word,
+            column,
+            f"label is the word {values[nan_word[0] - 1]!r}, which is how a missing value "
+            "is written; fill in the label or remove the row",
+        )
     return [str(v).strip() for v in values]
 
 
@@ -187,19 +241,25 @@ def load_labelled(
     text_column: str = "text",
     label_column: str = "label",
     encoding: str = "utf-8",
+    max_text_chars: int | None = None,
 ) -> LabelledTexts:
-    """Load and validate a user file: every row must have a non-empty text and a label."""
+    """Load and validate a user file: every row must have a non-empty text, at most
+    `max_text_chars` long (None: no limit), and a label."""
     frame = read_table(path, encoding)
-    return from_frame(frame, str(path), text_column, label_column)
+    return from_frame(frame, str(path), text_column, label_column, max_text_chars)
 
 
 def from_frame(
-    frame: pd.DataFrame, source: str, text_column: str = "text", label_column: str = "label"
+    frame: pd.DataFrame,
+    source: str,
+    text_column: str = "text",
+    label_column: str = "label",
+    max_text_chars: int | None = None,
 ) -> LabelledTexts:
     """Validate an in-memory table; `source` names it in error messages."""
     if frame.empty:
         raise DataError(f"{source}: no data rows")
-    texts = _texts(_column(frame, source, text_column), source, text_column)
+    texts = _texts(_column(frame, source, text_column), source, text_column, max_text_chars)
     labels = _labels(_column(frame, source, label_column), source, label_column)
     return LabelledTexts(texts, labels, source)
 
@@ -245,13 +305,22 @@ def with_conflict_report(data: LabelledTexts) -> LabelledTexts:
     return LabelledTexts(data.texts, data.labels, data.source, [*data.warnings, note])
 
 
-def check_trainable(data: LabelledTexts, label_column: str = "label") -> None:
-    """A classifier needs at least two classes, each with at least two examples."""
+def check_trainable(
+    data: LabelledTexts, label_column: str = "label", max_classes: int | None = None
+) -> None:
+    """A classifier needs at least two classes, each with at least two examples, and (unless
+    `max_classes` is None) at most `max_classes` classes."""
     counts = Counter(data.labels)
     if len(counts) < 2:
         only = next(iter(counts))
         raise DataError(
             f"{data.source}: column '{label_column}': only one class ({only!r}); need at least two"
+        )
+    if max_classes is not None and len(counts) > max_classes:
+        raise DataError(
+            f"{data.source}: column '{label_column}': {len(counts):,} classes, more than the "
+            f"limit of {max_classes} (SENTIMENT_MAX_CLASSES); is it the label column "
+            "(--label-column)? Merge or drop classes, or raise the limit"
         )
     rare = sorted(label for label, n in counts.items() if n < 2)
     if rare:

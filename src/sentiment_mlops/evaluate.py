@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 MAX_ROC_POINTS = 200
 SUM_TOLERANCE = 1e-6
+# The confusion matrix (plotted and printed) and the ROC plot show at most this many classes,
+# those with the most test examples: the matrix of 100 classes took 30 s and 2.9 GB to draw,
+# of 5,000 it never finished. report.json holds every class.
+MAX_SHOWN_CLASSES = 20
 
 REPORT_FILE = "report.json"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
@@ -175,15 +179,39 @@ def print_report(report: EvaluationReport, console: Console | None = None) -> No
             str(int(scores["support"])),
         )
 
-    matrix = Table(title="Confusion matrix (rows: true, columns: predicted)")
+    shown = shown_classes(report)
+    labels = [report.classes[i] for i in shown]
+    matrix = Table(
+        title=f"Confusion matrix{_shown_note(report, shown)} (rows: true, columns: predicted)"
+    )
     matrix.add_column("true \\ predicted")
-    for label in report.classes:
+    for label in labels:
         matrix.add_column(label, justify="right")
-    for label, row in zip(report.classes, report.confusion_matrix, strict=True):
+    for label, row in zip(labels, _shown_matrix(report, shown), strict=True):
         matrix.add_row(label, *(str(count) for count in row))
 
     for table in (metrics, per_class, matrix):
         console.print(table)
+
+
+def shown_classes(report: EvaluationReport) -> list[int]:
+    """Indices of the classes the confusion matrix and the ROC plot show, in class order:
+    all of them, or the `MAX_SHOWN_CLASSES` with the most test examples (ties: class order)."""
+    k = len(report.classes)
+    if k <= MAX_SHOWN_CLASSES:
+        return list(range(k))
+    support = [report.per_class[label]["support"] for label in report.classes]
+    return sorted(sorted(range(k), key=lambda i: (-support[i], i))[:MAX_SHOWN_CLASSES])
+
+
+def _shown_note(report: EvaluationReport, shown: list[int]) -> str:
+    if len(shown) == len(report.classes):
+        return ""
+    return f", the {len(shown)} of {len(report.classes)} classes with the most test examples"
+
+
+def _shown_matrix(report: EvaluationReport, shown: list[int]) -> np.ndarray:
+    return np.array(report.confusion_matrix)[np.ix_(shown, shown)]
 
 
 def _validate(
@@ -286,22 +314,24 @@ def _roc_curves(
 
 
 def _plot_confusion_matrix(report: EvaluationReport) -> Figure:
-    """Counts as a heat map, annotated, with class names on both axes."""
+    """Counts as a heat map, annotated, with class names on both axes (`shown_classes`)."""
     from matplotlib.figure import Figure
 
-    matrix = np.array(report.confusion_matrix)
-    k = len(report.classes)
+    shown = shown_classes(report)
+    matrix = _shown_matrix(report, shown)
+    k = len(shown)
     side = max(4.0, 0.8 * k + 2.0)
     figure = Figure(figsize=(side + 1.0, side), layout="constrained")
     ax = figure.add_subplot()
     image = ax.imshow(matrix, cmap="Blues")
     figure.colorbar(image, ax=ax)
     ticks = np.arange(k)
-    ax.set_xticks(ticks, labels=report.classes, rotation=45, ha="right")
-    ax.set_yticks(ticks, labels=report.classes)
+    labels = [report.classes[i] for i in shown]
+    ax.set_xticks(ticks, labels=labels, rotation=45, ha="right")
+    ax.set_yticks(ticks, labels=labels)
     ax.set_xlabel("Predicted")
     ax.set_ylabel("True")
-    ax.set_title("Confusion matrix")
+    ax.set_title(f"Confusion matrix{_shown_note(report, shown)}", wrap=True)
     threshold = matrix.max() / 2
     for row in range(k):
         for col in range(k):
@@ -312,14 +342,19 @@ def _plot_confusion_matrix(report: EvaluationReport) -> Figure:
 
 
 def _plot_roc(report: EvaluationReport) -> Figure:
-    """ROC of the positive class (binary) or one-vs-rest per class, against chance."""
+    """ROC of the positive class (binary) or one-vs-rest per class (`shown_classes`), against
+    chance."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6, 5), layout="constrained")
     ax = figure.add_subplot()
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
     binary = len(report.classes) == 2
-    for label, curve in report.roc_curves.items():
+    shown = shown_classes(report)
+    for label in (report.classes[i] for i in shown):
+        if label not in report.roc_curves:
+            continue
+        curve = report.roc_curves[label]
         name = f"{label} (AUC = {report.roc_auc:.3f})" if binary else label
         ax.plot(curve["fpr"], curve["tpr"], label=name)
     if report.roc_auc is None:
@@ -328,12 +363,16 @@ def _plot_roc(report: EvaluationReport) -> Figure:
         title = f"ROC, positive class {report.classes[1]}"
     else:
         title = f"One-vs-rest ROC (macro AUC = {report.roc_auc:.3f})"
-    ax.set_title(title)
+    ax.set_title(title + _shown_note(report, shown), wrap=True)
     ax.set_xlabel("False positive rate")
     ax.set_ylabel("True positive rate")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
-    ax.legend(loc="lower right")
+    if len(ax.get_lines()) > 6:  # beside the axes, where it does not hide the curves
+        figure.set_size_inches(8.5, 5)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
+    else:
+        ax.legend(loc="lower right")
     return figure
 
 

@@ -17,7 +17,11 @@ from threadpoolctl import threadpool_limits
 
 from sentiment_mlops import data as data_mod
 from sentiment_mlops import datasets
-from sentiment_mlops.config import TrainConfig
+from sentiment_mlops.config import (
+    DEFAULT_MAX_CLASSES,
+    DEFAULT_MAX_TRAIN_TEXT_CHARS,
+    TrainConfig,
+)
 from sentiment_mlops.data import LabelledTexts, Split
 from sentiment_mlops.evaluate import EvaluationReport, evaluate, save_report
 from sentiment_mlops.features.aggregates import FEATURE_SERVICE
@@ -34,7 +38,8 @@ CONFIG_FILE = "train_config.json"
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Where the training data comes from; no path means the built-in tweet corpus."""
+    """Where the training data comes from (no path means the built-in tweet corpus), and
+    the most classes and the longest text it may hold (the CLI passes `Settings`' limits)."""
 
     path: Path | None = None
     test_path: Path | None = None
@@ -42,6 +47,8 @@ class DataSpec:
     label_column: str = "label"
     encoding: str = "utf-8"
     validation_path: Path | None = None
+    max_classes: int = DEFAULT_MAX_CLASSES
+    max_text_chars: int = DEFAULT_MAX_TRAIN_TEXT_CHARS
 
     def describe(self) -> str:
         return str(self.path) if self.path else datasets.BUILTIN_NAME
@@ -131,18 +138,16 @@ def load_split(spec: DataSpec, config: TrainConfig) -> Split:
             full = data_mod.keep_classes(full, config.builtin_classes)
         label_column = datasets.BUILTIN_LABEL_COLUMN
     else:
-        full = data_mod.load_labelled(spec.path, spec.text_column, spec.label_column, spec.encoding)
+        full = _load(spec.path, spec)
         label_column = spec.label_column
     full = data_mod.with_conflict_report(full)
     if config.drop_duplicates:
         full = data_mod.drop_exact_duplicates(full)
-    data_mod.check_trainable(full, label_column)
+    data_mod.check_trainable(full, label_column, spec.max_classes)
     if spec.test_path is None:
         split = data_mod.split(full, config.test_size, config.seed)
     else:
-        test = data_mod.load_labelled(
-            spec.test_path, spec.text_column, spec.label_column, spec.encoding
-        )
+        test = _load(spec.test_path, spec)
         data_mod.check_test_labels(full, test, spec.label_column)
         split = Split(full, test)
     if spec.validation_path is None:
@@ -158,7 +163,7 @@ def load_validation(
     """The validation file the calibrator is fitted on (it serves nothing else, so
     `load_split` refuses it with calibration off), with every class of the training data,
     since the calibrator maps each class's decisions."""
-    validation = data_mod.load_labelled(path, spec.text_column, spec.label_column, spec.encoding)
+    validation = _load(path, spec)
     data_mod.check_test_labels(train, validation, spec.label_column)
     missing = sorted(set(train.labels) - set(validation.labels))
     if missing:
@@ -167,6 +172,12 @@ def load_validation(
             "calibrator needs every class the model predicts"
         )
     return validation
+
+
+def _load(path: Path, spec: DataSpec) -> LabelledTexts:
+    return data_mod.load_labelled(
+        path, spec.text_column, spec.label_column, spec.encoding, spec.max_text_chars
+    )
 
 
 def fit(split: Split, config: TrainConfig, spec: DataSpec) -> TrainResult:

@@ -232,3 +232,47 @@ def test_killed_mid_training_leaves_nothing_registered(var_dir: Path, shared_dat
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert runs_and_versions(var_dir) == (0, 0)
+
+
+# `sentiment train`, sent SIGTERM by itself (or failing) while it draws the confusion matrix:
+# the report files are then in a temporary folder (Registry.register_training), nothing is in
+# the store.
+FAILING_WHILE_PLOTTING = """
+import os, signal, sys
+from sentiment_mlops import evaluate
+from sentiment_mlops.cli import app
+
+draw = evaluate._plot_confusion_matrix
+
+def failing(report):
+    if sys.argv[1] == "sigterm":
+        os.kill(os.getpid(), signal.SIGTERM)
+    else:
+        raise MemoryError("drawing the confusion matrix")
+    return draw(report)
+
+evaluate._plot_confusion_matrix = failing
+app(sys.argv[2:], prog_name="sentiment")
+"""
+
+
+@pytest.mark.parametrize(("failure", "status"), [("sigterm", 143), ("error", 1)])
+def test_a_run_ended_while_writing_the_report_leaves_no_temporary_folder(
+    var_dir: Path, tmp_path: Path, shared_data: Path, failure: str, status: int
+) -> None:
+    """SIGTERM (a timeout, `kill`, a container stopping) ended the process at once, skipping
+    every `finally`: each one left the report files in /tmp (216 MB with 5,000 classes)."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    data = write_rows(tmp_path / "mr.csv", sample(shared_data, 200))
+    env = {**os.environ, "SENTIMENT_VAR_DIR": str(var_dir), "TMPDIR": str(temporary)}
+    proc = subprocess.run(
+        [sys.executable, "-c", FAILING_WHILE_PLOTTING, failure, "train", "--data", str(data)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == status, proc.stderr
+    assert list(temporary.iterdir()) == []
+    assert runs_and_versions(var_dir) == (0, 0)

@@ -285,11 +285,15 @@ def test_bad_input_fails_before_any_run(var_dir: Path, tmp_path: Path, small: Pa
     assert not (var_dir / "mlflow.db").exists()
 
 
+@pytest.mark.parametrize(
+    ("stop", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+)
 def test_ctrl_c_stops_the_search_and_registers_nothing(
-    var_dir: Path, tmp_path: Path, shared_data: Path
+    var_dir: Path, tmp_path: Path, shared_data: Path, stop: signal.Signals, status: int
 ) -> None:
-    """SIGINT once the first trial is logged, on the default local cluster: exit 130, the
-    search's run KILLED, the trials logged so far kept, no model version, no refit."""
+    """SIGINT (or SIGTERM) once the first trial is logged, on the default local cluster:
+    exit 130 (143), the search's run KILLED, the trials logged so far kept, no model version,
+    no refit."""
     data = write_sample(shared_data / "imdb-aclimdb" / "train.csv", tmp_path / "imdb.csv", 500)
     config = write_yaml(
         tmp_path / "tune.yaml",
@@ -328,9 +332,9 @@ def test_ctrl_c_stops_the_search_and_registers_nothing(
         if line.startswith("trial "):
             break
     assert proc.poll() is None, "".join(seen)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     rest = proc.stderr.read()
-    assert proc.wait(timeout=120) == 130, "".join(seen) + rest
+    assert proc.wait(timeout=120) == status, "".join(seen) + rest
     assert "interrupted: search cancelled, nothing registered" in rest
 
     runs = all_runs(var_dir)

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from sentiment_mlops.config import (
     ClassifierConfig,
@@ -9,6 +10,7 @@ from sentiment_mlops.config import (
     Settings,
     TrainConfig,
     VectorizerConfig,
+    describe_settings_error,
     load_train_config,
 )
 from sentiment_mlops.model import build_pipeline
@@ -67,3 +69,18 @@ def test_tracking_uri_defaults_to_sqlite_under_var(tmp_path: Path, clean_env: No
 def test_mlflow_tracking_uri_is_honoured(monkeypatch: pytest.MonkeyPatch, clean_env: None) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql+psycopg2://u@h/db")
     assert Settings().tracking_uri() == "postgresql+psycopg2://u@h/db"
+
+
+def test_training_accepts_texts_at_least_as_long_as_the_api(clean_env: None) -> None:
+    assert Settings().train_text_limit() == 100_000
+    assert Settings(max_text_chars=250_000).train_text_limit() == 250_000
+    assert Settings(max_train_text_chars=8000).train_text_limit() == 8000
+    with pytest.raises(ValidationError) as caught:
+        Settings(max_train_text_chars=4999)
+    assert describe_settings_error(caught.value) == (
+        "SENTIMENT_MAX_TRAIN_TEXT_CHARS: must be at least SENTIMENT_MAX_TEXT_CHARS (5000): "
+        "a text the API accepts must be one training accepts"
+    )
+    assert Settings().max_classes == 100
+    with pytest.raises(ValidationError, match="max_classes"):
+        Settings(max_classes=1)

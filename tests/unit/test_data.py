@@ -15,6 +15,7 @@ from sentiment_mlops.data import (
     check_trainable,
     conflicting_duplicates,
     drop_exact_duplicates,
+    from_frame,
     keep_classes,
     load_labelled,
     split,
@@ -93,6 +94,51 @@ def test_missing_label_names_row_and_column(tmp_path: Path) -> None:
         load_labelled(path)
 
 
+@pytest.mark.parametrize("cell", ["NaN", "nan", " NAN "])
+def test_the_word_nan_as_a_text_is_a_missing_value(tmp_path: Path, cell: str) -> None:
+    """Read as written, a CSV's NaN cell used to become the text 'NaN'; with all texts NaN,
+    dropping duplicates then left one row per class, refused as 'classes with a single
+    example'."""
+    rows = [(cell, "positive")] * 3 + [(cell, "negative")] * 3
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows))
+    expected = rf"d.csv: row 1, column 'text': text is the word '{cell}', which is how a missing"
+    with pytest.raises(DataError, match=expected + r".* \(and 5 more rows\)"):
+        load_labelled(path)
+
+
+def test_a_text_containing_nan_is_a_text(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "d.csv", [*GOOD, ("nan bread, lovely", "positive"), ("NA", "x")])
+    assert load_labelled(path).texts[-2:] == ["nan bread, lovely", "NA"]
+
+
+def test_the_word_nan_as_a_label_is_a_missing_value(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "d.csv", [*GOOD, ("fine", "NaN")])
+    with pytest.raises(DataError, match=r"d.csv: row 4, column 'label': label is the word 'NaN'"):
+        load_labelled(path)
+
+
+@pytest.mark.parametrize("cell", ["null", "NaN"])
+def test_null_or_nan_text_in_jsonl_is_missing_not_empty(tmp_path: Path, cell: str) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text(f'{{"text": "ok", "label": "a"}}\n{{"text": {cell}, "label": "b"}}\n')
+    with pytest.raises(DataError, match=r"row 2, column 'text': missing text \(null or NaN\)$"):
+        load_labelled(path)
+
+
+def test_null_text_in_parquet_is_missing_not_empty(tmp_path: Path) -> None:
+    path = tmp_path / "d.parquet"
+    pd.DataFrame({"text": ["ok", None], "label": ["a", "b"]}).to_parquet(path)
+    with pytest.raises(DataError, match=r"row 2, column 'text': missing text \(null or NaN\)$"):
+        load_labelled(path)
+
+
+def test_pandas_na_text_in_a_frame_is_missing() -> None:
+    frame = pd.DataFrame({"text": pd.array(["ok", None], dtype="string[python]"), "label": "a"})
+    with pytest.raises(DataError, match=r"mem: row 2, column 'text': missing text"):
+        from_frame(frame, "mem")
+
+
 def test_non_string_text_in_jsonl(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
     path.write_text('{"text": "ok", "label": "a"}\n{"text": 42, "label": "b"}\n')
@@ -133,6 +179,45 @@ def test_one_class_only_is_rejected() -> None:
     data = LabelledTexts(["a", "b"], ["pos", "pos"], "d.csv")
     with pytest.raises(DataError, match=r"d.csv: column 'label': only one class \('pos'\)"):
         check_trainable(data)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_text_over_the_limit_names_file_row_and_column(tmp_path: Path, suffix: str) -> None:
+    rows = [*GOOD, ("x" * 11, "negative"), ("y" * 10, "positive"), ("z" * 12, "negative")]
+    frame = pd.DataFrame(rows, columns=["review", "label"])
+    path = tmp_path / f"d{suffix}"
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_json(path, orient="records", lines=True)
+    expected = (
+        rf"d{suffix}: row 4, column 'review': text of 11 characters, longer than training's "
+        r"limit of 10 \(SENTIMENT_MAX_TRAIN_TEXT_CHARS\); shorten or remove it "
+        r"\(and 1 more rows\)"
+    )
+    with pytest.raises(DataError, match=expected):
+        load_labelled(path, text_column="review", max_text_chars=10)
+    assert len(load_labelled(path, text_column="review", max_text_chars=12)) == 6
+    assert len(load_labelled(path, text_column="review")) == 6
+
+
+def test_more_classes_than_the_limit_names_the_count_and_the_limit() -> None:
+    data = LabelledTexts(["a", "b", "c", "d", "e", "f"], ["1", "1", "2", "2", "3", "3"], "d.csv")
+    check_trainable(data, "stars", max_classes=3)
+    check_trainable(data, "stars")
+    expected = (
+        r"d.csv: column 'stars': 3 classes, more than the limit of 2 \(SENTIMENT_MAX_CLASSES\)"
+    )
+    with pytest.raises(DataError, match=expected):
+        check_trainable(data, "stars", max_classes=2)
+
+
+def test_the_class_limit_is_named_before_classes_with_one_example() -> None:
+    """5,000 distinct labels are mostly singletons: the count is what to fix first."""
+    labels = [str(i) for i in range(200)]
+    data = LabelledTexts([f"t{i}" for i in range(200)], labels, "ids.csv")
+    with pytest.raises(DataError, match=r"200 classes, more than the limit of 100"):
+        check_trainable(data, max_classes=100)
 
 
 def test_unseen_test_label_names_row() -> None:

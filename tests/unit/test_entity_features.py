@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sentiment_mlops.config import CalibrationConfig, TrainConfig
+from sentiment_mlops.config import CalibrationConfig, FeaturesConfig, Settings, TrainConfig
 from sentiment_mlops.data import DataError, LabelledTexts
 from sentiment_mlops.features.aggregates import FEATURES, account_rows, user_rows
 from sentiment_mlops.features.events import TIMESTAMP, load_events, prepare_events, time_split
+from sentiment_mlops.features.training import load_context_split
 from sentiment_mlops.model import build_pipeline, entity_features, model_input, plain_vocabulary
 from sentiment_mlops.scorer import CompiledLinearScorer, SklearnScorer, make_scorer
 from sentiment_mlops.serving.entity_features import EntityKeys, OnlineFeatures
@@ -121,6 +122,31 @@ def test_bad_context_file_is_a_clear_error(tmp_path: Path) -> None:
     path.write_text("tweet_id,created_at,user,airline,text,label\n1,yesterday,a,Delta,hi,neutral\n")
     with pytest.raises(DataError, match="not a timestamp at rows \\[0\\]"):
         load_events(path, SUBJECT_KEY)
+
+
+def test_a_context_text_over_the_limit_names_its_row_in_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "tweet_id,created_at,user,airline,text,label\n"
+        "1,2015-02-20T11:00:00Z,a,Delta,a long tweet,neutral\n"
+        "2,2015-02-20T10:00:00Z,b,Delta,hi,neutral\n"
+    )
+    with pytest.raises(DataError, match=r"events\.csv: row 1, column 'text': text of 12 char"):
+        load_events(path, SUBJECT_KEY, max_text_chars=11)
+    assert len(load_events(path, SUBJECT_KEY, max_text_chars=12)) == 2
+
+
+def test_a_time_split_keeps_the_training_limits(tmp_path: Path, clean_env: None) -> None:
+    path = tmp_path / "events.csv"
+    rows = [f"{i},2015-02-20T1{i}:00:00Z,u{i},Delta,tweet {i},{'abc'[i % 3]}" for i in range(6)]
+    path.write_text("tweet_id,created_at,user,airline,text,label\n" + "\n".join(rows) + "\n")
+    config = TrainConfig(features=FeaturesConfig(split="time"))
+    assert len(load_context_split(path, config, Settings(max_classes=3)).train) == 5
+    with pytest.raises(DataError, match=r"3 classes, more than the limit of 2"):
+        load_context_split(path, config, Settings(max_classes=2))
+    limited = Settings(max_text_chars=5, max_train_text_chars=6)
+    with pytest.raises(DataError, match=r"row 1, column 'text': text of 7 char.*\(and 5 more"):
+        load_context_split(path, config, limited)
 
 
 def test_time_split_trains_only_on_the_past(tweets: pd.DataFrame) -> None:

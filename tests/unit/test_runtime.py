@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,13 @@ from typer.testing import CliRunner
 import sentiment_mlops
 from sentiment_mlops.cli import app
 from sentiment_mlops.config import Settings
-from sentiment_mlops.runtime import PROCESS_ENV, configure_process, restored_environment
+from sentiment_mlops.runtime import (
+    PROCESS_ENV,
+    Terminated,
+    configure_process,
+    restored_environment,
+    sigterm_raises,
+)
 from sentiment_mlops.serving.server import prepare_environment
 
 
@@ -93,3 +101,20 @@ def test_restored_environment_puts_back_set_and_unset_variables(
         raise RuntimeError("the block failing restores them too")
     assert os.environ["SENTIMENT_TEST_KEPT"] == "before"
     assert "SENTIMENT_TEST_UNSET" not in os.environ
+
+
+def test_sigterm_unwinds_the_block_and_restores_the_handler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    before = signal.getsignal(signal.SIGTERM)
+    with (
+        pytest.raises(Terminated) as ended,
+        sigterm_raises(),
+        tempfile.TemporaryDirectory() as folder,
+    ):
+        (Path(folder) / "report.json").write_text("{}")
+        signal.raise_signal(signal.SIGTERM)
+    assert ended.value.code == 143
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from sentiment_mlops.cli import app
 from sentiment_mlops.config import TrainConfig
 from sentiment_mlops.data import DataError
 from sentiment_mlops.train import DataSpec, TrainResult, fit, load_split
@@ -166,3 +168,41 @@ def test_validation_data_must_hold_every_class_and_no_unknown_one(tmp_path: Path
     unknown = write_rows(tmp_path / "unknown.csv", [("ok film", "pos"), ("meh", "mixed")])
     with pytest.raises(DataError, match=r"row 2, column 'label': label 'mixed'"):
         load_split(DataSpec(train, one_class, validation_path=unknown), CALIBRATED)
+
+
+def test_too_many_classes_are_refused_before_anything_is_fitted(tmp_path: Path) -> None:
+    rows = [(f"film number {i}", label) for i in range(4) for label in "abcd"]
+    path = write_rows(tmp_path / "d.csv", rows)
+    with pytest.raises(DataError, match=r"d\.csv: column 'label': 4 classes, more than .* of 3"):
+        load_split(DataSpec(path, max_classes=3), TrainConfig())
+    assert load_split(DataSpec(path, max_classes=4), TrainConfig(test_size=0.25)).test
+
+
+def test_long_texts_are_refused_in_every_file(tmp_path: Path) -> None:
+    train = write_rows(tmp_path / "train.csv", DUPLICATED)
+    long = write_rows(tmp_path / "long.csv", [("nice film", "pos"), ("a very long film", "neg")])
+    with pytest.raises(DataError, match=r"long\.csv: row 2, column 'text': text of 16 char"):
+        load_split(DataSpec(train, long, max_text_chars=15), TrainConfig())
+    with pytest.raises(DataError, match=r"long\.csv: row 2, column 'text': text of 16 char"):
+        load_split(DataSpec(long, train, max_text_chars=15), TrainConfig())
+    spec = DataSpec(train, train, validation_path=long, max_text_chars=15)
+    with pytest.raises(DataError, match=r"long\.csv: row 2, column 'text': text of 16 char"):
+        load_split(spec, CALIBRATED)
+
+
+def test_the_command_applies_the_settings_limits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_env: None
+) -> None:
+    rows = [(f"film number {i}", label) for i in range(4) for label in "abc"]
+    path = write_rows(tmp_path / "d.csv", [*rows, ("x" * 5001, "a")])
+    monkeypatch.setenv("SENTIMENT_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("SENTIMENT_MAX_TRAIN_TEXT_CHARS", "5000")
+    result = CliRunner().invoke(app, ["train", "--data", str(path)])
+    assert result.exit_code == 1, result.output
+    assert "row 13, column 'text': text of 5,001 characters, longer than" in result.stderr
+    monkeypatch.setenv("SENTIMENT_MAX_CLASSES", "2")
+    path = write_rows(tmp_path / "d.csv", rows)
+    result = CliRunner().invoke(app, ["train", "--data", str(path)])
+    assert result.exit_code == 1
+    assert "column 'label': 3 classes, more than the limit of 2" in result.stderr
+    assert not (tmp_path / "var").exists()

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sentiment_mlops.data import DataError, read_table
+from sentiment_mlops.data import DataError, check_text_lengths, read_table
 from sentiment_mlops.subjects import subject_hash
 
 # Column names in the entity rows Feast joins on (the entities' join keys) and in events.
@@ -36,6 +36,7 @@ def load_events(
     account_column: str = "airline",
     text_column: str = "text",
     label_column: str = "label",
+    max_text_chars: int | None = None,
 ) -> pd.DataFrame:
     """A context file (e.g. `with-context.csv`) as events sorted by time, one per id.
 
@@ -45,6 +46,8 @@ def load_events(
     become their `subjects.subject_hash` under `subject_key`, the key the prediction log's
     `subject_hash` and serving's lookups use: the `user` entity's key everywhere, so the
     feature store never holds an id.
+    A text longer than `max_text_chars` (None: no limit) is refused naming its row in the
+    file.
     """
     frame = read_table(path)
     columns = {
@@ -61,6 +64,7 @@ def load_events(
             f"{path}: entity features need the columns {', '.join(columns)}; "
             f"missing {', '.join(missing)}"
         )
+    check_text_lengths(frame[text_column].tolist(), str(path), text_column, max_text_chars)
     events = prepare_events(frame[list(columns)].rename(columns=columns), str(path))
     events[USER] = events[USER].map(lambda user: subject_hash(user, subject_key)).astype(object)
     return events

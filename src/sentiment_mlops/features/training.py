@@ -38,7 +38,7 @@ def load_context_split(path: Path | None, config: TrainConfig, settings: Setting
             "--features and --split time need --data with time, author and account columns "
             "(e.g. twitter-us-airline-sentiment/with-context.csv); the built-in corpus has none"
         )
-    events = load_events(path, subject_key(settings))
+    events = load_events(path, subject_key(settings), max_text_chars=settings.train_text_limit())
     entities: np.ndarray | None = None
     names: tuple[str, ...] = ()
     if config.features.enabled:
@@ -50,7 +50,7 @@ def load_context_split(path: Path | None, config: TrainConfig, settings: Setting
         entities=entities,
         entity_names=names,
     )
-    data_mod.check_trainable(full)
+    data_mod.check_trainable(full, max_classes=settings.max_classes)
     if config.features.split == "random":
         return data_mod.split(full, config.test_size, config.seed)
     train, test = time_split(events.assign(_row=range(len(events))), config.test_size)
