@@ -266,22 +266,17 @@ def _compare_paired(
         power=options.power,
         sequential=options.method == "sequential",
     )
-    decision = decide(
-        Evidence(
-            variant=name,
-            baseline=options.baseline,
-            version=version,
-            method=options.method,
-            mde=options.mde,
-            power=options.power,
-            alpha=alpha,
-            p=p_seq if options.method == "sequential" else p_fixed,
-            difference=difference,
-            difference_at_crossing=at_crossing,
-            have=n,
-            needed=needed,
-            more={name: max(0, needed - n)},
-        )
+    decision = _decision(
+        name,
+        options,
+        alpha,
+        version,
+        p=p_seq if options.method == "sequential" else p_fixed,
+        difference=difference,
+        at_crossing=at_crossing,
+        have=n,
+        needed=needed,
+        more={name: max(0, needed - n)},
     )
     return Comparison(
         variant=name,
@@ -339,22 +334,17 @@ def _compare_independent(
         power=options.power,
         sequential=options.method == "sequential",
     )
-    decision = decide(
-        Evidence(
-            variant=name,
-            baseline=options.baseline,
-            version=version,
-            method=options.method,
-            mde=options.mde,
-            power=options.power,
-            alpha=alpha,
-            p=p_seq if options.method == "sequential" else p_fixed,
-            difference=difference,
-            difference_at_crossing=at_crossing,
-            have=m1 + m2,
-            needed=need1 + need2,
-            more={name: max(0, need2 - m2), options.baseline: max(0, need1 - m1)},
-        )
+    decision = _decision(
+        name,
+        options,
+        alpha,
+        version,
+        p=p_seq if options.method == "sequential" else p_fixed,
+        difference=difference,
+        at_crossing=at_crossing,
+        have=m1 + m2,
+        needed=need1 + need2,
+        more={name: max(0, need2 - m2), options.baseline: max(0, need1 - m1)},
     )
     return Comparison(
         variant=name,
@@ -372,6 +362,39 @@ def _compare_independent(
         decision=decision,
         crossed_at_labelled=crossed_at,
         difference_at_crossing=at_crossing,
+    )
+
+
+def _decision(
+    name: str,
+    options: Options,
+    alpha: float,
+    version: int,
+    *,
+    p: float | None,
+    difference: float | None,
+    at_crossing: float | None,
+    have: int,
+    needed: int,
+    more: dict[str, int],
+) -> Decision:
+    """`decide` on one comparison's numbers, with the options it was made under."""
+    return decide(
+        Evidence(
+            variant=name,
+            baseline=options.baseline,
+            version=version,
+            method=options.method,
+            mde=options.mde,
+            power=options.power,
+            alpha=alpha,
+            p=p,
+            difference=difference,
+            difference_at_crossing=at_crossing,
+            have=have,
+            needed=needed,
+            more=more,
+        )
     )
 
 
