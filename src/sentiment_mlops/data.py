@@ -85,7 +85,7 @@ class Split:
     validation: LabelledTexts | None = None
 
 
-def _row_error(source: str, rows: Sequence[int], column: str, problem: str) -> DataError:
+def row_error(source: str, rows: Sequence[int], column: str, problem: str) -> DataError:
     more = f" (and {len(rows) - 1} more rows)" if len(rows) > 1 else ""
     return DataError(f"{source}: row {rows[0]}, column '{column}': {problem}{more}")
 
@@ -164,7 +164,7 @@ def _is_missing(value: object) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and value != value)
 
 
-def _is_nan_word(value: object) -> bool:
+def is_nan_word(value: object) -> bool:
     """The word NaN (any case) as a whole cell: what `str(float("nan"))`, numpy and pandas'
     `to_csv(na_rep="NaN")` write for a missing value. CSV cells are read as written
     (`keep_default_na=False`: an empty cell is an empty text, "NA" or "None" a text), and NaN
@@ -186,7 +186,7 @@ def check_text_lengths(
     too_long = _rows(values, lambda v: isinstance(v, str) and len(v) > max_chars)
     if too_long:
         length = len(str(values[too_long[0] - 1]))
-        raise _row_error(
+        raise row_error(
             source,
             too_long,
             column,
@@ -200,13 +200,13 @@ def _texts(
 ) -> list[str]:
     wrong_type = _rows(values, lambda v: not _is_missing(v) and not isinstance(v, str))
     if wrong_type:
-        raise _row_error(source, wrong_type, column, "text is not a string")
+        raise row_error(source, wrong_type, column, "text is not a string")
     missing = _rows(values, _is_missing)
     if missing:
-        raise _row_error(source, missing, column, "missing text (null or NaN)")
-    nan_word = _rows(values, _is_nan_word)
+        raise row_error(source, missing, column, "missing text (null or NaN)")
+    nan_word = _rows(values, is_nan_word)
     if nan_word:
-        raise _row_error(
+        raise row_error(
             source,
             nan_word,
             column,
@@ -215,7 +215,7 @@ def _texts(
         )
     blank = _rows(values, lambda v: not str(v).strip())
     if blank:
-        raise _row_error(source, blank, column, "empty or whitespace-only text")
+        raise row_error(source, blank, column, "empty or whitespace-only text")
     check_text_lengths(values, source, column, max_chars)
     return [str(v) for v in values]
 
@@ -223,10 +223,10 @@ def _texts(
 def _labels(values: list[object], source: str, column: str) -> list[str]:
     missing = _rows(values, lambda v: _is_missing(v) or not str(v).strip())
     if missing:
-        raise _row_error(source, missing, column, "missing label")
-    nan_word = _rows(values, _is_nan_word)
+        raise row_error(source, missing, column, "missing label")
+    nan_word = _rows(values, is_nan_word)
     if nan_word:
-        raise _row_error(
+        raise row_error(
             source,
             nan_word,
             column,
@@ -338,7 +338,7 @@ def check_test_labels(
     unseen = [row for row, label in enumerate(test.labels, start=1) if label not in known]
     if unseen:
         label = test.labels[unseen[0] - 1]
-        raise _row_error(
+        raise row_error(
             test.source,
             unseen,
             label_column,

@@ -120,7 +120,19 @@ def test_bad_context_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="missing airline"):
         load_events(path, SUBJECT_KEY)
     path.write_text("tweet_id,created_at,user,airline,text,label\n1,yesterday,a,Delta,hi,neutral\n")
-    with pytest.raises(DataError, match="not a timestamp at rows \\[0\\]"):
+    with pytest.raises(DataError, match="row 1, column 'created_at': not a timestamp"):
+        load_events(path, SUBJECT_KEY)
+    path.write_text(
+        "tweet_id,created_at,user,airline,text,label\n"
+        "1,2015-02-20T10:00:00Z,a,Delta,hi,neutral\n"
+        "2,2015-02-20T11:00:00Z,,Delta,hi,neutral\n"
+    )
+    with pytest.raises(DataError, match="row 2, column 'user': empty"):
+        load_events(path, SUBJECT_KEY)
+    path.write_text(
+        "tweet_id,created_at,user,airline,text,label\n1,2015-02-20T10:00:00Z,a,Delta,hi,NaN\n"
+    )
+    with pytest.raises(DataError, match="row 1, column 'label': the word NaN"):
         load_events(path, SUBJECT_KEY)
 
 
@@ -245,7 +257,7 @@ def test_live_events_count_every_prediction_and_share_labels_from_when_they_are_
     assert accounts["account_tweets_24h"].tolist() == [1, 1, 2, 3, 2, 1, 0]
     assert accounts["account_negative_share_24h"].tolist() == [0, 1, 1, 1, 0, 0, 0]
     assert (accounts["account_positive_share_24h"] == 0).all(), "p3's label came too late"
-    with pytest.raises(DataError, match="empty at rows"):
+    with pytest.raises(DataError, match="file: row 3, column 'user_id': empty"):
         prepare_events(frame, "file")
 
 

@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sentiment_mlops.data import DataError, check_text_lengths, read_table
+from sentiment_mlops.data import (
+    DataError,
+    check_text_lengths,
+    is_nan_word,
+    read_table,
+    row_error,
+)
 from sentiment_mlops.subjects import subject_hash
 
 # Column names in the entity rows Feast joins on (the entities' join keys) and in events.
@@ -65,41 +71,64 @@ def load_events(
             f"missing {', '.join(missing)}"
         )
     check_text_lengths(frame[text_column].tolist(), str(path), text_column, max_text_chars)
-    events = prepare_events(frame[list(columns)].rename(columns=columns), str(path))
+    shown = {ours: theirs for theirs, ours in columns.items()}
+    events = prepare_events(frame[list(columns)].rename(columns=columns), str(path), shown=shown)
     events[USER] = events[USER].map(lambda user: subject_hash(user, subject_key)).astype(object)
     return events
 
 
-def prepare_events(events: pd.DataFrame, source: str, *, complete: bool = True) -> pd.DataFrame:
+def prepare_events(
+    events: pd.DataFrame,
+    source: str,
+    *,
+    complete: bool = True,
+    shown: dict[str, str] | None = None,
+) -> pd.DataFrame:
     """Validate and normalise an events frame with the columns above: ids and keys as
     Python strings, times as UTC, sorted by time (stable), duplicate ids dropped (the first
     kept). `text` is kept when present (training needs it, the aggregates do not). Without
     `complete` (the prediction log's events) an event may lack a label or one of its keys
     (None), and `labelled_at` says when a label became known."""
+
+    def name(column: str) -> str:  # as the file calls it, in errors
+        return (shown or {}).get(column, column)
+
     columns = {
-        EVENT_ID: _strings(events[EVENT_ID], source, EVENT_ID),
-        TIMESTAMP: _times(events[TIMESTAMP], source, TIMESTAMP),
-        USER: _strings(events[USER], source, USER, required=complete),
-        ACCOUNT: _strings(events[ACCOUNT], source, ACCOUNT, required=complete),
-        LABEL: _strings(events[LABEL], source, LABEL, required=complete),
+        EVENT_ID: _strings(events[EVENT_ID], source, name(EVENT_ID)),
+        TIMESTAMP: _times(events[TIMESTAMP], source, name(TIMESTAMP)),
+        USER: _strings(events[USER], source, name(USER), required=complete),
+        ACCOUNT: _strings(events[ACCOUNT], source, name(ACCOUNT), required=complete),
+        LABEL: _strings(events[LABEL], source, name(LABEL), required=complete),
     }
     if TEXT in events.columns:
-        columns[TEXT] = _strings(events[TEXT], source, TEXT)
+        columns[TEXT] = _strings(events[TEXT], source, name(TEXT), required=complete)
     if LABELLED_AT in events.columns:
-        columns[LABELLED_AT] = _times(events[LABELLED_AT], source, LABELLED_AT, required=False)
+        columns[LABELLED_AT] = _times(
+            events[LABELLED_AT], source, name(LABELLED_AT), required=False
+        )
     out = pd.DataFrame(columns)
     out = out[~out[EVENT_ID].duplicated(keep="first")]
     return out.sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
 
 
 def _strings(column: pd.Series, source: str, name: str, *, required: bool = True) -> pd.Series:
+    """Stripped strings, None where empty. Where a value is `required` (a context file's
+    columns), an empty cell or the word NaN (how a missing value is written, as the training
+    data refuses it) is an error naming the first such row, counted from 1 as in the file's
+    data rows; the prediction log's events may lack keys, and a user may well write "NaN"."""
     values = [
         "" if value is None or value is pd.NA or value != value else str(value).strip()
         for value in column.to_numpy(dtype=object)
     ]
-    empty = np.flatnonzero([not value for value in values])
-    if len(empty) and required:
-        raise DataError(f"{source}: column '{name}': empty at rows {empty[:5].tolist()}")
+    if required:
+        empty = [row for row, value in enumerate(values, start=1) if not value]
+        if empty:
+            raise row_error(source, empty, name, "empty")
+        nan_word = [row for row, value in enumerate(values, start=1) if is_nan_word(value)]
+        if nan_word:
+            raise row_error(
+                source, nan_word, name, "the word NaN, which is how a missing value is written"
+            )
     return pd.Series([value or None for value in values], index=column.index, dtype=object)
 
 
@@ -107,8 +136,8 @@ def _times(column: pd.Series, source: str, name: str, *, required: bool = True) 
     parsed = pd.to_datetime(column, utc=True, errors="coerce")
     bad = (parsed.isna() & column.notna()).to_numpy() if not required else parsed.isna()
     if np.asarray(bad).any():
-        rows = np.flatnonzero(np.asarray(bad))[:5].tolist()
-        raise DataError(f"{source}: column '{name}': not a timestamp at rows {rows}")
+        rows = [int(row) + 1 for row in np.flatnonzero(np.asarray(bad))]
+        raise row_error(source, rows, name, "not a timestamp")
     return parsed.astype("datetime64[ns, UTC]")
 
 
