@@ -153,10 +153,11 @@ def test_a_time_split_keeps_the_training_limits(tmp_path: Path, clean_env: None)
     rows = [f"{i},2015-02-20T1{i}:00:00Z,u{i},Delta,tweet {i},{'abc'[i % 3]}" for i in range(6)]
     path.write_text("tweet_id,created_at,user,airline,text,label\n" + "\n".join(rows) + "\n")
     config = TrainConfig(features=FeaturesConfig(split="time"))
-    assert len(load_context_split(path, config, Settings(max_classes=3)).train) == 5
+    var = tmp_path / "var"  # where the subject key is generated
+    assert len(load_context_split(path, config, Settings(var_dir=var, max_classes=3)).train) == 5
     with pytest.raises(DataError, match=r"3 classes, more than the limit of 2"):
-        load_context_split(path, config, Settings(max_classes=2))
-    limited = Settings(max_text_chars=5, max_train_text_chars=6)
+        load_context_split(path, config, Settings(var_dir=var, max_classes=2))
+    limited = Settings(var_dir=var, max_text_chars=5, max_train_text_chars=6)
     with pytest.raises(DataError, match=r"row 1, column 'text': text of 7 char.*\(and 5 more"):
         load_context_split(path, config, limited)
 
