@@ -8,6 +8,7 @@ sets their environment before they read it.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -337,7 +338,12 @@ def _tune_and_register(
     from sentiment_mlops.train import fit
     from sentiment_mlops.tuning.cluster import connect
     from sentiment_mlops.tuning.progress import SearchProgress
-    from sentiment_mlops.tuning.search import best_trial, run_search, stop_on_interrupt
+    from sentiment_mlops.tuning.search import (
+        StopRequest,
+        best_trial,
+        run_search,
+        stop_on_interrupt,
+    )
 
     with connect(scheduler, workers) as cluster:
         err.print(cluster.describe(), highlight=False, soft_wrap=True)
@@ -355,6 +361,7 @@ def _tune_and_register(
             {"data_fingerprint": split.train.fingerprint(), "mlflow.runName": "tune"},
         )
         err.print(f"Search run {search.run_id}: {len(trials)} trials", highlight=False)
+        stop: StopRequest | None = None
         try:
             with (
                 SearchProgress(err, len(trials), search_config.metric) as progress,
@@ -375,6 +382,8 @@ def _tune_and_register(
                 )
         except KeyboardInterrupt:
             _end_interrupted(registry, search)
+            if stop is not None and stop.signum == signal.SIGTERM:
+                raise Terminated(128 + signal.SIGTERM) from None
             raise typer.Exit(130) from None
         except Terminated:
             _end_interrupted(registry, search)

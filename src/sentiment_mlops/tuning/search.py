@@ -166,7 +166,8 @@ def run_search(
     `on_result` is called in this thread with each trial as it finishes (the CLI logs it
     and moves the progress bar). `share=False` gives every trial stages of its own: the
     same numbers, computed once per trial (the benchmark's baseline). When `stop` is set
-    (`stop_on_interrupt`), the unfinished tasks are cancelled and KeyboardInterrupt raised.
+    (`stop_on_interrupt`: Ctrl-C or SIGTERM), the unfinished tasks are cancelled and
+    KeyboardInterrupt raised.
     """
     from distributed import as_completed
 
@@ -349,32 +350,48 @@ def _task_error(outcome: Any) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-@contextmanager
-def stop_on_interrupt() -> Iterator[threading.Event]:
-    """An event that Ctrl-C (SIGINT) sets while the block runs, for `run_search(stop=...)`.
+class StopRequest(threading.Event):
+    """Set when SIGINT or SIGTERM arrives during a search; `signum` says which."""
 
-    Python raises KeyboardInterrupt wherever the main thread happens to be, and when that is
-    inside a `__del__` or a weakref callback (Dask futures, SQLAlchemy and MLflow objects are
-    released all the time here) the exception is printed and dropped: about one Ctrl-C in
-    three was lost that way in a search. A flag the search checks cannot be lost. A second
-    Ctrl-C raises KeyboardInterrupt at once, as usual. Outside the main thread (where no
-    signal arrives) the event is never set.
+    signum: int | None = None
+
+
+@contextmanager
+def stop_on_interrupt() -> Iterator[StopRequest]:
+    """An event that Ctrl-C (SIGINT) or SIGTERM sets while the block runs, for
+    `run_search(stop=...)`.
+
+    Python raises a signal handler's exception wherever the main thread happens to be. Inside
+    a `__del__` or a weakref callback (Dask futures, SQLAlchemy and MLflow objects are released
+    all the time here) it is printed and dropped: about one Ctrl-C in three was lost that way
+    in a search. Between a lock's acquire and the `with` block that releases it, it leaves the
+    lock held: a SIGTERM raised as an exception there left Dask's event loop waiting on a
+    queue's lock and the process hung as it closed the cluster. A flag the search checks can
+    be neither lost nor caught half-way. A second signal acts as usual (KeyboardInterrupt, or
+    the previous SIGTERM handler). Outside the main thread (where no signal arrives) the
+    event is never set.
     """
-    stop = threading.Event()
+    stop = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
-    previous = signal.getsignal(signal.SIGINT)
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
     def interrupted(signum: int, frame: FrameType | None) -> None:
+        stop.signum = signum
         stop.set()
-        signal.signal(signal.SIGINT, previous)
+        restore()
 
-    signal.signal(signal.SIGINT, interrupted)
+    for number in previous:
+        signal.signal(number, interrupted)
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGINT, previous)
+        restore()
 
 
 def _digest(key: str) -> str:
