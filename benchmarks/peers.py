@@ -567,6 +567,11 @@ def main() -> int:
         raise BenchmarkError("wrk is not installed: `apt-get install wrk` (or make bench-peers)")
     started = datetime.now(UTC)
     load_before = os.getloadavg()
+    console.print(
+        "load average before: {:.2f} {:.2f} {:.2f} (wrk and the servers share the machine's "
+        "cores: anything else running skews every number)".format(*load_before),
+        highlight=False,
+    )
     requirements = peer_requirements()
     cells: list[Cell] = []
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as name:
@@ -589,6 +594,7 @@ def main() -> int:
     result = {
         "started": started.isoformat(timespec="seconds"),
         "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
         "python": platform.python_version(),
