@@ -43,7 +43,7 @@ IMAGE     ?= localhost/sentiment-mlops:local
 FEATURES_IMAGE ?= localhost/sentiment-mlops-features:local
 
 
-.PHONY: install run train test test-features lint bench bench-serving ui test-ui image image-features lock test-container clean
+.PHONY: install run train test test-features lint bench bench-serving bench-peers ui test-ui image image-features lock test-container clean
 
 $(UV_STAMP):
 	rm -rf $(UV_VENV) && $(PYTHON) -m venv $(UV_VENV)
@@ -120,6 +120,11 @@ bench-serving: install
 	command -v wrk || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/hot_swap.py
+
+## bench-peers: our server beside a plain FastAPI app, `mlflow models serve` and BentoML on the same model and SST-2 texts, 1 and 2 workers (~9 min; installs wrk, and each peer into var/bench-peers/)
+bench-peers: install | $(UV_STAMP)
+	command -v wrk || (apt-get update && apt-get install -y wrk)
+	$(BIN)/python benchmarks/peers.py
 
 ## ui: the MLflow UI over the project's store (runs, plots, models) on 127.0.0.1:$(UI_PORT)
 ui: install $(UI_STAMP)

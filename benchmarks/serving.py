@@ -277,11 +277,13 @@ def measure(
 
 
 @contextmanager
-def constant_server(env: dict[str, str], log_path: Path) -> Iterator[str]:
-    """benchmarks/constant_app.py on a free loopback port, ready; yields its URL."""
+def constant_server(env: dict[str, str], log_path: Path, workers: int = 1) -> Iterator[str]:
+    """benchmarks/constant_app.py with `workers` on a free loopback port, ready; yields its
+    URL."""
     port = free_port()
     url = f"http://{HOST}:{port}"
-    command = [sys.executable, str(ROOT / "benchmarks" / "constant_app.py"), str(port)]
+    app = ROOT / "benchmarks" / "constant_app.py"
+    command = [sys.executable, str(app), str(port), str(workers)]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
@@ -317,11 +319,18 @@ def run_constant(
         return measure(url, phase, {CONSTANT: None}, log_path, args, console)
 
 
-def train_into(var: Path, console: Console) -> int:
+def train_into(
+    var: Path,
+    console: Console,
+    config: TrainConfig | None = None,
+    spec: DataSpec | None = None,
+) -> int:
+    """Train (the default model on the built-in data unless told) and register it in `var`'s
+    store; returns its version."""
     from sentiment_mlops.registry import Registry  # imports mlflow: after configure_process()
 
-    config, spec = TrainConfig(), DataSpec()
-    with console.status("training and registering the default model"):
+    config, spec = config or TrainConfig(), spec or DataSpec()
+    with console.status(f"training and registering a model on {spec.describe()}"):
         result = fit(load_split(spec, config), config, spec)
         return Registry(Settings(var_dir=var)).register_training(result).version
 
