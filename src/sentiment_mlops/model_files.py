@@ -36,12 +36,13 @@ def save(pipeline: Pipeline, directory: Path) -> None:
     not be loaded again.
     """
     import mlflow
+    import numpy as np
     import sklearn
     import skops.io
     from mlflow.models import Model
     from mlflow.models.signature import ModelSignature
     from mlflow.pyfunc import add_to_model
-    from mlflow.types.schema import ColSpec, Schema
+    from mlflow.types.schema import Schema, TensorSpec
 
     from sentiment_mlops.registry import RegistryError  # registry.py imports this module
 
@@ -54,8 +55,11 @@ def save(pipeline: Pipeline, directory: Path) -> None:
             f"cannot register this pipeline: it holds types outside skops' trusted set "
             f"({', '.join(untrusted)}), so it could not be loaded again"
         )
-    text = Schema([ColSpec("string")])
-    model = Model(signature=ModelSignature(inputs=text, outputs=text))
+    # Texts in, labels out, each a 1-D tensor of strings: with a column schema, pyfunc (and
+    # so `mlflow models serve`) handed the pipeline a DataFrame, and the vectorizer read its
+    # column labels as the texts.
+    texts = Schema([TensorSpec(np.dtype(object), (-1,))])
+    model = Model(signature=ModelSignature(inputs=texts, outputs=texts))
     add_to_model(
         model,
         loader_module="mlflow.sklearn",

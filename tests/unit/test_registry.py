@@ -6,6 +6,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import skops.io
 from sklearn.pipeline import Pipeline
@@ -238,3 +239,23 @@ def test_mlflow_loads_the_registered_model_by_alias_uri(registry: Registry) -> N
         mlflow.set_tracking_uri("")
         mlflow.set_registry_uri("")
     assert (loaded.predict_proba(TEXTS) == original.predict_proba(TEXTS)).all()
+
+
+def test_mlflows_pyfunc_predicts_labels_from_a_list_of_texts(registry: Registry) -> None:
+    """`mlflow models serve` and `mlflow.pyfunc.load_model(...).predict` feed the model what
+    its signature says. A one-column string schema made pyfunc pass a DataFrame, whose
+    column labels the vectorizer read as the texts (every request of `mlflow models serve`
+    answered 400); the signature is a 1-D string tensor, so texts arrive as texts."""
+    import mlflow
+
+    original = fitted()
+    register(registry, pipeline=original)
+    mlflow.set_registry_uri(registry.tracking_uri)
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    try:
+        model = mlflow.pyfunc.load_model("models:/sentiment@champion")
+    finally:
+        mlflow.set_tracking_uri("")
+        mlflow.set_registry_uri("")
+    texts = np.array(TEXTS, dtype=object)
+    assert list(model.predict(texts)) == list(original.predict(TEXTS))
