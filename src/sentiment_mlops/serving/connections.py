@@ -248,12 +248,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not self.headers_too_large:
             super().send_400_response(msg)
             return
-        self._stop_waiting()
-        self.worker.idle.pop(self, None)
-        self.transport.write(HEADERS_TOO_LARGE)
-        self.transport.close()
-        self.connections.discard(self)
-        self.worker.count("headers_too_large")
+        self._close("headers_too_large", HEADERS_TOO_LARGE)
 
     def on_headers_complete(self) -> None:
         self.request_begun = False
@@ -289,9 +284,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if len(mine) >= cap:
             idlest = next((c for c in self.worker.idle if c in mine), None)
             if idlest is None:
-                self.transport.close()
-                self.connections.discard(self)
-                self.worker.count("address_cap")
+                self._close("address_cap")
                 return False
             idlest._drop("address_evicted")
         mine.add(self)
@@ -331,11 +324,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.body_timer = None
         if self.transport.is_closing():
             return
-        if self.cycle is not None and not self.cycle.response_started:
-            self.transport.write(BODY_TIMEOUT)
-        self.transport.close()
-        self.connections.discard(self)
-        self.worker.count("body_timeout")
+        answered = self.cycle is None or self.cycle.response_started
+        self._close("body_timeout", None if answered else BODY_TIMEOUT)
 
     def _headers_late(self) -> None:
         self.header_timer = None
@@ -348,11 +338,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _drop(self, reason: str) -> None:
         """Close a connection with no request in flight; 408 if a request had begun."""
+        self._close(reason, REQUEST_TIMEOUT if self.request_begun else None)
+
+    def _close(self, reason: str, answer: bytes | None = None) -> None:
+        """Every way a limit ends a connection: `answer` sent if any, the connection closed
+        and its slots (the cap's, its address's) freed now, not once the loop gets to it,
+        and the drop counted under `reason`."""
         self._stop_waiting()
+        self._stop_body_timer()
         self.worker.idle.pop(self, None)
-        if self.request_begun:
-            self.transport.write(REQUEST_TIMEOUT)
+        if answer is not None:
+            self.transport.write(answer)
         self.transport.close()
-        self.connections.discard(self)  # its slot is free now, not once the loop gets to it
+        self.connections.discard(self)
         self._leave_address()
         self.worker.count(reason)
