@@ -204,15 +204,7 @@ def _texts(
     missing = _rows(values, _is_missing)
     if missing:
         raise row_error(source, missing, column, "missing text (null or NaN)")
-    nan_word = _rows(values, is_nan_word)
-    if nan_word:
-        raise row_error(
-            source,
-            nan_word,
-            column,
-            f"text is the word {values[nan_word[0] - 1]!r}, which is how a missing value is "
-            "written; fill in the text or remove the row",
-        )
+    _refuse_nan_words(values, source, column, "text")
     blank = _rows(values, lambda v: not str(v).strip())
     if blank:
         raise row_error(source, blank, column, "empty or whitespace-only text")
@@ -224,16 +216,21 @@ def _labels(values: list[object], source: str, column: str) -> list[str]:
     missing = _rows(values, lambda v: _is_missing(v) or not str(v).strip())
     if missing:
         raise row_error(source, missing, column, "missing label")
+    _refuse_nan_words(values, source, column, "label")
+    return [str(v).strip() for v in values]
+
+
+def _refuse_nan_words(values: list[object], source: str, column: str, what: str) -> None:
+    """DataError naming the first row whose `what` (text, label) is the word NaN."""
     nan_word = _rows(values, is_nan_word)
     if nan_word:
         raise row_error(
             source,
             nan_word,
             column,
-            f"label is the word {values[nan_word[0] - 1]!r}, which is how a missing value "
-            "is written; fill in the label or remove the row",
+            f"{what} is the word {values[nan_word[0] - 1]!r}, which is how a missing value is "
+            f"written; fill in the {what} or remove the row",
         )
-    return [str(v).strip() for v in values]
 
 
 def load_labelled(
