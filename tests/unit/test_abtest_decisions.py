@@ -79,6 +79,33 @@ LOST_EARLY_WON_LATE = (
 )
 
 
+def evidence(
+    *,
+    p: float,
+    difference: float,
+    difference_at_crossing: float | None,
+    needed: int,
+    more: dict[str, int],
+) -> Evidence:
+    """A sequential comparison of challenger (version 4) with champion after 1,000 labels,
+    at the report's defaults (MDE 0.02, power 0.8, alpha 0.05)."""
+    return Evidence(
+        variant="challenger",
+        baseline="champion",
+        version=4,
+        method="sequential",
+        mde=0.02,
+        power=0.8,
+        alpha=0.05,
+        p=p,
+        difference=difference,
+        difference_at_crossing=difference_at_crossing,
+        have=1000,
+        needed=needed,
+        more=more,
+    )
+
+
 def blocks(*parts: tuple[int, bool, bool]) -> tuple[np.ndarray, np.ndarray]:
     """(count, primary right, shadow right) blocks in order."""
     primary = np.concatenate([np.full(count, p) for count, p, _ in parts])
@@ -372,18 +399,10 @@ def test_sequential_size_at_a_90_10_split_gives_the_msprt_its_power() -> None:
 
 def test_an_uneven_split_says_what_each_variant_still_needs() -> None:
     decision = decide(
-        Evidence(
-            variant="challenger",
-            baseline="champion",
-            version=4,
-            method="sequential",
-            mde=0.02,
-            power=0.8,
-            alpha=0.05,
+        evidence(
             p=0.5,
             difference=0.01,
             difference_at_crossing=None,
-            have=1000,
             needed=6_500_000,
             more={"challenger": 6_300, "champion": 6_300_000},
         )
@@ -463,18 +482,10 @@ def test_impossible_options_are_refused_by_name(options: dict[str, float], messa
 
 def test_a_reason_never_prints_minus_zero() -> None:
     decision = decide(
-        Evidence(
-            variant="challenger",
-            baseline="champion",
-            version=4,
-            method="sequential",
-            mde=0.02,
-            power=0.8,
-            alpha=0.05,
+        evidence(
             p=0.01,
             difference=-0.0,
             difference_at_crossing=-0.00001,
-            have=1000,
             needed=100,
             more={"challenger": 0},
         )
