@@ -233,16 +233,14 @@ def mark_worker_dead(pid: int, folder: str | Path | None) -> None:
         multiprocess.mark_process_dead(pid, str(folder))
 
 
-class WorkerRestarts:
-    """`server_worker_restarts_total{cause}`: workers the parent replaced after they died.
+class ParentCounts:
+    """Counts the parent keeps, by key, in a JSON file of the shared metrics folder: the
+    parent records no metrics of its own, and whichever worker answers /metrics reads them
+    back there. Written whole (a temporary file replaced), so a reader never sees half."""
 
-    The parent records no metrics of its own, and whichever worker answers /metrics must
-    report its count, so the parent writes it to `RESTARTS_FILE` in the shared folder and
-    this collector reads it back there.
-    """
-
-    def __init__(self, folder: Path | None) -> None:
-        self.path = folder / RESTARTS_FILE if folder is not None else None
+    def __init__(self, folder: Path | None, name: str, what: str) -> None:
+        self.path = folder / name if folder is not None else None
+        self.what = what  # for the log line when a count cannot be written
         self.counts: dict[str, int] = {}  # the parent's, as it adds them
 
     def read(self) -> dict[str, int]:
@@ -254,17 +252,32 @@ class WorkerRestarts:
             return {}
         return {str(k): int(v) for k, v in counts.items()} if isinstance(counts, dict) else {}
 
-    def add(self, cause: str) -> int:
-        """Count one restart; the new total. A count that cannot be written is logged."""
-        self.counts[cause] = self.counts.get(cause, 0) + 1
+    def add(self, key: str, amount: int = 1) -> dict[str, int]:
+        """Add `amount` under `key`; all the counts. One that cannot be written is logged."""
+        self.counts[key] = self.counts.get(key, 0) + amount
         if self.path is not None:
             temporary = self.path.with_suffix(".tmp")
             try:
                 temporary.write_text(json.dumps(self.counts))
                 temporary.replace(self.path)
             except OSError as exc:
-                log.warning("cannot record a worker restart", extra={"error": str(exc)})
-        return sum(self.counts.values())
+                log.warning(f"cannot record {self.what}", extra={"error": str(exc)})
+        return dict(self.counts)
+
+
+class WorkerRestarts:
+    """`server_worker_restarts_total{cause}`: workers the parent replaced after they died,
+    counted in `RESTARTS_FILE` (`ParentCounts`) and collected from there."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.file = ParentCounts(folder, RESTARTS_FILE, "a worker restart")
+
+    def read(self) -> dict[str, int]:
+        return self.file.read()
+
+    def add(self, cause: str) -> int:
+        """Count one restart; the new total."""
+        return sum(self.file.add(cause).values())
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(
@@ -294,29 +307,17 @@ class WorkerLosses:
     shared folder (like `WorkerRestarts`) and shown as `prediction_log_dropped_total{reason=
     "worker_died"}` by whichever worker answers /metrics."""
 
+    KEY = "prediction_log"
+
     def __init__(self, folder: Path | None) -> None:
-        self.path = folder / LOSSES_FILE if folder is not None else None
-        self.lost = 0
+        self.file = ParentCounts(folder, LOSSES_FILE, "lost predictions")
 
     def read(self) -> int:
-        if self.path is None:
-            return 0
-        try:
-            return int(json.loads(self.path.read_text()).get("prediction_log", 0))
-        except (OSError, ValueError, AttributeError, TypeError):
-            return 0
+        return self.file.read().get(self.KEY, 0)
 
     def add(self, rows: int) -> int:
-        """Count `rows` lost; the new total. A count that cannot be written is logged."""
-        self.lost += rows
-        if self.path is not None:
-            temporary = self.path.with_suffix(".tmp")
-            try:
-                temporary.write_text(json.dumps({"prediction_log": self.lost}))
-                temporary.replace(self.path)
-            except OSError as exc:
-                log.warning("cannot record lost predictions", extra={"error": str(exc)})
-        return self.lost
+        """Count `rows` lost; the new total."""
+        return self.file.add(self.KEY, rows)[self.KEY]
 
 
 class _WithWorkerLosses:
