@@ -32,6 +32,7 @@ from sentiment_mlops.serving.clients import ClientStore
 from sentiment_mlops.serving.deps import Services
 from sentiment_mlops.serving.docs import install_docs
 from sentiment_mlops.serving.entity_features import OnlineFeatures
+from sentiment_mlops.serving.fast_path import FastPredict
 from sentiment_mlops.serving.loader import load_in_child
 from sentiment_mlops.serving.logs import configure_logging
 from sentiment_mlops.serving.metrics import Metrics, mark_worker_dead, multiprocess_dir
@@ -194,6 +195,8 @@ def create_app(
     app.include_router(feedback.router)
     app.include_router(auth.router)
     install_docs(app)
+    # Added first, so it runs inside RequestContextMiddleware (the last added is outermost).
+    app.add_middleware(FastPredict)
     app.add_middleware(
         RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes
     )

@@ -27,6 +27,7 @@ from sentiment_mlops.serving.throttle import ChecksBusy, LockedOut, TokenThrottl
 from sentiment_mlops.serving.tokens import (
     ANONYMOUS,
     SCOPE_DESCRIPTIONS,
+    Authenticator,
     AuthError,
     Principal,
     check_scopes,
@@ -61,33 +62,40 @@ def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
         authenticator: AuthenticatorDep,
         authorization: str | None = Security(_oauth2, scopes=[scope]),
     ) -> Principal:
-        if authenticator.disabled:
-            return ANONYMOUS
-        kind, _, token = (authorization or "").partition(" ")
-        if kind.lower() != "bearer" or not token.strip():
-            problem = "missing bearer token" if authorization is None else "malformed header"
-            raise HTTPException(
-                status_code=401,
-                detail=f"{problem}: send 'Authorization: Bearer <token>' (get one: POST /token)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        try:
-            principal = authenticator.verify(token.strip())
-        except AuthError as exc:
-            raise HTTPException(
-                status_code=401,
-                detail=str(exc),
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            ) from exc
-        if scope not in principal.scopes:
-            raise HTTPException(
-                status_code=403,
-                detail=f"the token lacks the {scope!r} scope this operation needs",
-                headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
-            )
-        return principal
+        return authorize(authenticator, authorization, scope)
 
     return dependency
+
+
+def authorize(authenticator: Authenticator, authorization: str | None, scope: str) -> Principal:
+    """The principal of an `Authorization` header's bearer token granting `scope`; the 401 or
+    403 HTTPException a client is answered with otherwise. Every protected route's check, and
+    the flat /predict path's (serving/fast_path.py)."""
+    if authenticator.disabled:
+        return ANONYMOUS
+    kind, _, token = (authorization or "").partition(" ")
+    if kind.lower() != "bearer" or not token.strip():
+        problem = "missing bearer token" if authorization is None else "malformed header"
+        raise HTTPException(
+            status_code=401,
+            detail=f"{problem}: send 'Authorization: Bearer <token>' (get one: POST /token)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    try:
+        principal = authenticator.verify(token.strip())
+    except AuthError as exc:
+        raise HTTPException(
+            status_code=401,
+            detail=str(exc),
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        ) from exc
+    if scope not in principal.scopes:
+        raise HTTPException(
+            status_code=403,
+            detail=f"the token lacks the {scope!r} scope this operation needs",
+            headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
+        )
+    return principal
 
 
 class TokenResponse(BaseModel):

@@ -5,6 +5,7 @@ hands the texts to the predictor and returns. What they need arrives as typed de
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
@@ -23,7 +24,7 @@ from sentiment_mlops.serving.deps import (
 from sentiment_mlops.serving.entity_features import EntityKeys
 from sentiment_mlops.serving.metrics import MetricsUnavailable
 from sentiment_mlops.serving.middleware import AccessRecord
-from sentiment_mlops.serving.models import ModelPool, NoModelLoaded, UnknownVariant
+from sentiment_mlops.serving.models import ModelPool, NoModelLoaded, Route, UnknownVariant
 from sentiment_mlops.serving.predictor import Answer, Predictor
 from sentiment_mlops.serving.schemas import (
     BatchPrediction,
@@ -71,35 +72,70 @@ def _check_texts(texts: Sequence[str], max_chars: int) -> None:
             raise HTTPException(422, f"{where} is not valid Unicode (lone surrogate)") from exc
 
 
-async def _answer(
-    texts: list[str],
-    user_id: str | None,
-    account: str | None,
-    variant: str | None,
+@dataclass(frozen=True)
+class Plan:
+    """A checked prediction request: its texts, who asked, and the route that answers it."""
+
+    texts: list[str]
+    subject: str | None
+    keys: EntityKeys
+    route: Route
+
+
+def plan(
+    body: PredictRequest | BatchPredictRequest,
     principal: Principal,
     settings: Settings,
     pool: ModelPool,
-    predictor: Predictor,
-) -> Answer:
-    """Route the request (by `user_id`, else the token's subject; with auth disabled and no
-    `user_id`, at random), or give it the `variant` an admin asked for, and score it; a
-    model with entity features reads them for `user_id` (the author) and `account`."""
-    if variant is not None and "admin" not in principal.scopes:
+) -> Plan:
+    """Every check of a validated prediction request, and its route; no side effect, so a
+    caller may drop a plan that raised (serving/fast_path.py hands the request to FastAPI).
+
+    Raises HTTPException (422: a text or the batch over a limit, an unknown variant; 403: a
+    variant without the admin scope) or NoModelLoaded (503). The request is routed by
+    `user_id`, else the token's subject (with auth disabled and no `user_id`, at random), or
+    given the `variant` an admin asked for; a model with entity features reads them for
+    `user_id` (the author) and `account`.
+    """
+    if isinstance(body, BatchPredictRequest):
+        texts = body.texts
+        if len(texts) > settings.max_batch_size:
+            raise HTTPException(
+                422, f"{len(texts)} texts in one batch; the limit is {settings.max_batch_size}"
+            )
+    else:
+        texts = [body.text]
+    _check_texts(texts, settings.max_text_chars)
+    if body.variant is not None and "admin" not in principal.scopes:
         raise HTTPException(
             403,
             "choosing a variant needs a token with the 'admin' scope; leave 'variant' out "
             "to be routed",
             headers={"WWW-Authenticate": 'Bearer error="insufficient_scope", scope="admin"'},
         )
-    subject = user_id or (None if settings.auth_disabled else principal.subject)
+    subject = body.user_id or (None if settings.auth_disabled else principal.subject)
     try:
-        route = pool.answering(subject, variant)
+        route = pool.answering(subject, body.variant)
     except UnknownVariant as exc:
         raise HTTPException(422, str(exc)) from exc
-    return await predictor.predict(route, texts, subject, EntityKeys(user_id, account))
+    return Plan(texts, subject, EntityKeys(body.user_id, body.account), route)
 
 
-def _predictions(answer: Answer) -> list[Prediction]:
+async def carry_out(
+    planned: Plan, predictor: Predictor, access: AccessRecord, settings: Settings
+) -> Answer:
+    """Score a planned request (its shadow started, its predictions logged) and tell the
+    access log which model answered."""
+    answer = await predictor.predict(planned.route, planned.texts, planned.subject, planned.keys)
+    access.model_version = answer.model_version
+    access.variant = answer.variant
+    if settings.log_texts:
+        access.texts = planned.texts
+    return answer
+
+
+def predictions(answer: Answer) -> list[Prediction]:
+    """The response's predictions, in the order of the request's texts."""
     row = answer.features
     features = None if row is None else EntityFeatures(source=row.source, defaults=row.defaults)
     return [
@@ -113,13 +149,6 @@ def _predictions(answer: Answer) -> list[Prediction]:
         )
         for p in answer.predictions
     ]
-
-
-def _record(access: AccessRecord, answer: Answer, texts: list[str], log_texts: bool) -> None:
-    access.model_version = answer.model_version
-    access.variant = answer.variant
-    if log_texts:
-        access.texts = texts
 
 
 @router.post(
@@ -139,13 +168,8 @@ async def predict(
     predictor: PredictorDep,
     access: AccessRecordDep,
 ) -> Prediction:
-    _check_texts([body.text], settings.max_text_chars)
-    texts = [body.text]
-    answer = await _answer(
-        texts, body.user_id, body.account, body.variant, principal, settings, pool, predictor
-    )
-    _record(access, answer, texts, settings.log_texts)
-    return _predictions(answer)[0]
+    answer = await carry_out(plan(body, principal, settings, pool), predictor, access, settings)
+    return predictions(answer)[0]
 
 
 @router.post(
@@ -164,23 +188,8 @@ async def predict_batch(
     predictor: PredictorDep,
     access: AccessRecordDep,
 ) -> BatchPrediction:
-    if len(body.texts) > settings.max_batch_size:
-        raise HTTPException(
-            422, f"{len(body.texts)} texts in one batch; the limit is {settings.max_batch_size}"
-        )
-    _check_texts(body.texts, settings.max_text_chars)
-    answer = await _answer(
-        body.texts,
-        body.user_id,
-        body.account,
-        body.variant,
-        principal,
-        settings,
-        pool,
-        predictor,
-    )
-    _record(access, answer, body.texts, settings.log_texts)
-    return BatchPrediction(predictions=_predictions(answer))
+    answer = await carry_out(plan(body, principal, settings, pool), predictor, access, settings)
+    return BatchPrediction(predictions=predictions(answer))
 
 
 @router.get("/models", response_model=ModelsResponse, responses=ERRORS, summary="Loaded models")
