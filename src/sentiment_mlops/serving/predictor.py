@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 import numpy as np
+from prometheus_client import Counter, Histogram
 
 from sentiment_mlops.scorer import Scorer
 from sentiment_mlops.serving.entity_features import EntityKeys, EntityRow, OnlineFeatures
@@ -95,6 +96,36 @@ class Answer:
     features: EntityRow | None = None
 
 
+_SERIES_CACHE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class _ModelSeries:
+    """The prediction metrics' series of one model version serving as one variant."""
+
+    inference_duration: Histogram
+    confidence: Histogram
+    input_length: Histogram
+    version: str
+    variant: str
+    predictions: dict[str, Counter]  # by label, each added at its first prediction
+
+    @classmethod
+    def of(cls, metrics: Metrics, model: ServingModel) -> _ModelSeries:
+        version, variant = str(model.version), model.alias
+        return cls(
+            metrics.inference_duration.labels(version, variant),
+            metrics.confidence.labels(version, variant),
+            metrics.input_length.labels(version, variant),
+            version,
+            variant,
+            {},
+        )
+
+    def counter(self, metrics: Metrics, label: str) -> Counter:
+        return metrics.predictions.labels(self.version, self.variant, label)
+
+
 def _timed(scorer: Scorer, texts: Sequence[str], row: EntityRow | None) -> tuple[np.ndarray, float]:
     started = time.perf_counter()
     entities = None if row is None else np.tile(row.values, (len(texts), 1))
@@ -120,6 +151,7 @@ class Predictor:
         self._inline_limit = inline_limit
         self._shadow_max = shadow_max_in_flight
         self._shadows: set[asyncio.Task[None]] = set()
+        self._series: dict[tuple[int, str], _ModelSeries] = {}
         # One thread: shadow work queues behind itself, never in front of the primary path's.
         self._shadow_thread = ThreadPoolExecutor(1, thread_name_prefix="shadow")
 
@@ -170,11 +202,10 @@ class Predictor:
         """Labels, ids, metrics and sink events for one request's scored texts; `asked_by`
         is the request's (subject, account)."""
         subject, account = asked_by
-        version, variant = str(model.version), model.alias
-        metrics = self._metrics
-        metrics.inference_duration.labels(version, variant).observe(seconds)
-        confidence = metrics.confidence.labels(version, variant)
-        length = metrics.input_length.labels(version, variant)
+        variant = model.alias
+        series = self._series_of(model)
+        series.inference_duration.observe(seconds)
+        confidence, length, by_label = series.confidence, series.input_length, series.predictions
         classes = model.classes
         created_at, latency_ms = datetime.now(UTC), seconds * 1000
         predictions, events = [], []
@@ -183,7 +214,10 @@ class Predictor:
             zip(texts, proba.tolist(), best_columns, strict=True)
         ):
             label = classes[best]
-            metrics.predictions.labels(version, variant, label).inc()
+            counter = by_label.get(label)
+            if counter is None:  # a series appears with its first prediction, as before
+                counter = by_label[label] = series.counter(self._metrics, label)
+            counter.inc()
             confidence.observe(row[best])
             length.observe(len(text))
             scored = ScoredText(new_prediction_id(), label, dict(zip(classes, row, strict=True)))
@@ -206,6 +240,17 @@ class Predictor:
             )
         self._sink.record(events)
         return Answer(model.version, variant, experiment, predictions, entity_row)
+
+    def _series_of(self, model: ServingModel) -> _ModelSeries:
+        """The metric series of `model`'s version and variant, looked up once per model
+        (prometheus_client's `labels()` takes a lock and builds a key on every call)."""
+        key = (model.version, model.alias)
+        series = self._series.get(key)
+        if series is None:
+            if len(self._series) >= _SERIES_CACHE_SIZE:  # versions swapped in over a long life
+                self._series.clear()
+            series = self._series[key] = _ModelSeries.of(self._metrics, model)
+        return series
 
     def _start_shadow(
         self,
