@@ -10,7 +10,6 @@ import json
 import logging
 import re
 import time
-import uuid
 from dataclasses import dataclass
 
 from fastapi import HTTPException
@@ -19,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sentiment_mlops.serving.logs import request_id
 from sentiment_mlops.serving.metrics import Metrics
+from sentiment_mlops.serving.random_bytes import random_bytes
 
 access_log = logging.getLogger("sentiment_mlops.serving.access")
 
@@ -69,7 +69,7 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         arrived = dict(scope)  # routing rewrites root_path for mounts; keep it as it came
-        rid = _incoming_request_id(scope) or uuid.uuid4().hex
+        rid = _incoming_request_id(scope) or random_bytes(16).hex()
         token = request_id.set(rid)
         record = AccessRecord.attach(scope)
         status = 500

@@ -19,7 +19,6 @@ The tables are the contract between the server, which writes them, and the A/B r
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 
@@ -36,6 +35,8 @@ from sqlalchemy import (
     Table,
     Text,
 )
+
+from sentiment_mlops.serving.random_bytes import random_bytes
 
 # The experiment of predictions whose variant an admin chose: not part of any A/B comparison.
 OVERRIDE_EXPERIMENT = "override"
@@ -81,7 +82,7 @@ feedback = Table(
 def new_prediction_id(now_ms: int | None = None) -> str:
     """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then random bits."""
     millis = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    value = (millis & (1 << 48) - 1) << 80 | int.from_bytes(os.urandom(10))
+    value = (millis & (1 << 48) - 1) << 80 | int.from_bytes(random_bytes(10))
     value = value & ~(0xF << 76) | 0x7 << 76  # version 7
     value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 4122 variant
     digits = f"{value:032x}"  # as str(uuid.UUID(int=value)), without building the UUID
