@@ -12,6 +12,7 @@ does to the log and the feature store).
 
 from __future__ import annotations
 
+import functools
 import hmac
 
 from sentiment_mlops.config import ConfigError, Settings
@@ -20,10 +21,12 @@ from sentiment_mlops.serving.private_files import generated_secret
 MIN_KEY_BYTES = 32
 
 
+@functools.lru_cache(maxsize=4096)
 def subject_hash(subject: str, key: bytes) -> str:
     """Hex HMAC-SHA256 of `subject`'s UTF-8 bytes under `key`: 64 characters, the log's
     `subject_hash` and the feature store's `user_id` (a lone surrogate is hashed, not
-    refused)."""
+    refused). Remembered for the last 4,096 subjects: every text of a batch, and every
+    request of a client, has the same subject."""
     # The one-shot digest: ~1.7 µs per subject here, ~0.6 µs less than hmac.new(...).hexdigest()
     return hmac.digest(key, subject.encode("utf-8", "surrogatepass"), "sha256").hex()
 
