@@ -37,11 +37,12 @@ from sentiment_mlops.serving.predictions import new_prediction_id
 
 log = logging.getLogger("sentiment_mlops.serving.predictor")
 
-# A batch is scored on the event loop this many texts at a time, the loop free to answer other
-# requests between two chunks. Not in a thread: under the GIL a scoring thread runs no faster,
-# and while it held the GIL every system call of the loop (a socket write, a log flush) waited
-# for it to let go, up to the interpreter's 5 ms switch interval: a 256-text batch spent a
-# quarter of its time in the socket write of its answer.
+# The compiled scorer scores a batch on the event loop this many texts at a time (microseconds
+# each), the loop free to answer other requests between two chunks. Not in a thread: under the
+# GIL a scoring thread runs no faster, and while it held the GIL every system call of the loop
+# (a socket write, a log flush) waited for it to let go, up to the interpreter's 5 ms switch
+# interval. sklearn's scorer (a pipeline that could not be compiled: milliseconds, or more, per
+# call) scores a batch larger than this in a thread, so a slow model cannot stall the loop.
 INLINE_BATCH_LIMIT = 32
 
 
@@ -171,21 +172,32 @@ class Predictor:
         model = route.model
         keys = keys or EntityKeys()
         row = await self._entity_row(model, keys)
-        proba, seconds = _timed(model.scorer, texts[: self._inline_limit], row)
-        if len(texts) > self._inline_limit:
-            parts = [proba]
-            for start in range(self._inline_limit, len(texts), self._inline_limit):
-                await asyncio.sleep(0)  # other requests' turn
-                part, took = _timed(model.scorer, texts[start : start + self._inline_limit], row)
-                parts.append(part)
-                seconds += took
-            proba = np.concatenate(parts)
+        if len(texts) > self._inline_limit and model.scorer.kind != "compiled":
+            proba, seconds = await asyncio.to_thread(_timed, model.scorer, texts, row)
+        else:
+            proba, seconds = await self._score_on_loop(model.scorer, texts, row)
         answer = self._answer(
             model, route.experiment, texts, proba, seconds, (subject, keys.account), None, row
         )
         if route.shadow is not None:
             self._start_shadow(route.shadow, route.shadow_model, texts, answer, subject, keys)
         return answer
+
+    async def _score_on_loop(
+        self, scorer: Scorer, texts: Sequence[str], row: EntityRow | None
+    ) -> tuple[np.ndarray, float]:
+        """`texts` scored `inline_limit` at a time, other requests served between chunks; the
+        seconds are the scoring's own."""
+        proba, seconds = _timed(scorer, texts[: self._inline_limit], row)
+        if len(texts) > self._inline_limit:
+            parts = [proba]
+            for start in range(self._inline_limit, len(texts), self._inline_limit):
+                await asyncio.sleep(0)  # other requests' turn
+                part, took = _timed(scorer, texts[start : start + self._inline_limit], row)
+                parts.append(part)
+                seconds += took
+            proba = np.concatenate(parts)
+        return proba, seconds
 
     async def _entity_row(self, model: ServingModel, keys: EntityKeys) -> EntityRow | None:
         """The online store's features (or defaults) for a model that takes them, else None."""
