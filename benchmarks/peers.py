@@ -36,6 +36,7 @@ whole run with installed peers takes about 9 minutes.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -155,13 +156,31 @@ def ensure_venv(name: str, requirements: Sequence[str], console: Console) -> Pat
 
 @dataclass(frozen=True)
 class Target:
-    """A running server: where to send a text and how to read its label from the answer."""
+    """A running server: where to send `batch` texts and how to read their labels from the
+    answer."""
 
     url: str
     path: str
-    body: Callable[[str], Any] | None = None  # None: GET without a body (the ceiling)
-    label: Callable[[Any], str] = str
+    body: Callable[[list[str]], Any] | None = None  # None: GET without a body (the ceiling)
+    labels: Callable[[Any], list[str]] = list
     headers: dict[str, str] = field(default_factory=dict)
+    batch: int = 1
+
+    def requests(self, texts: Sequence[str], expected: Sequence[str]) -> list[Request]:
+        """The texts in bodies of `batch` each (a last, smaller batch left out), with the
+        labels sklearn gives them."""
+        assert self.body is not None
+        size = self.batch
+        return [
+            Request(self.body(list(texts[i : i + size])), list(expected[i : i + size]))
+            for i in range(0, len(texts) - size + 1, size)
+        ]
+
+
+@dataclass(frozen=True)
+class Request:
+    body: Any
+    expected: list[str]
 
 
 @contextmanager
@@ -219,12 +238,20 @@ class Run:
         return found
 
 
-def text_body(text: str) -> dict[str, str]:
-    return {"text": text}
+def text_body(texts: list[str]) -> dict[str, str]:
+    return {"text": texts[0]}
 
 
-def label_field(answer: Any) -> str:
-    return str(answer["label"])
+def label_field(answer: Any) -> list[str]:
+    return [str(answer["label"])]
+
+
+def batch_body(texts: list[str]) -> dict[str, list[str]]:
+    return {"texts": texts}
+
+
+def batch_labels(answer: Any) -> list[str]:
+    return [str(p["label"]) for p in answer["predictions"]]
 
 
 @contextmanager
@@ -268,7 +295,7 @@ def mlflow_model(run: Run, bin_dir: Path) -> dict[str, str]:
 
 
 @contextmanager
-def mlflow_peer(run: Run, workers: int) -> Iterator[Target]:
+def mlflow_peer(run: Run, workers: int, batch: int = 1) -> Iterator[Target]:
     bin_dir = run.bin_dir("mlflow")
     served = mlflow_model(run, bin_dir)
     port = free_port()
@@ -281,8 +308,9 @@ def mlflow_peer(run: Run, workers: int) -> Iterator[Target]:
         yield Target(
             url,
             "/invocations",
-            lambda text: {"inputs": [text]},
-            lambda answer: str(answer["predictions"][0]),
+            lambda texts: {"inputs": texts},
+            lambda answer: [str(p) for p in answer["predictions"]],
+            batch=batch,
         )
 
 
@@ -305,15 +333,37 @@ def bentoml_peer(run: Run, workers: int) -> Iterator[Target]:
 
 
 @contextmanager
-def ours(run: Run, workers: int) -> Iterator[Target]:
-    log_path = run.tmp / f"ours-{workers}w.log"
-    with ServerProcess(run.env, log_path, workers) as server:
+def ours(
+    run: Run, workers: int, *, batch: int = 0, routing: str | None = None, auth: bool = True
+) -> Iterator[Target]:
+    """`sentiment serve` as users run it; `batch` texts per request to /predict/batch (0: one
+    text to /predict), routed by `routing` (a routing config's YAML) if given, with auth
+    turned off if told."""
+    env = dict(run.env)
+    if routing is not None:
+        path = run.tmp / f"routing-{abs(hash(routing))}.yaml"
+        path.write_text(routing, encoding="utf-8")
+        env["SENTIMENT_ROUTING"] = str(path)
+    if not auth:
+        env["SENTIMENT_AUTH_DISABLED"] = "true"
+    log_path = run.tmp / f"ours-{workers}w-{batch}-{auth}-{routing is not None}.log"
+    with ServerProcess(env, log_path, workers) as server:
         try:
             server.wait_ready(START_TIMEOUT_S)
         except ServerFailed as exc:
             raise BenchmarkError(str(exc)) from exc
-        headers = {"Authorization": f"Bearer {run.token}"}
-        yield Target(server.url, "/predict", text_body, label_field, headers)
+        headers = {"Authorization": f"Bearer {run.token}"} if auth else {}
+        if batch:
+            yield Target(server.url, "/predict/batch", batch_body, batch_labels, headers, batch)
+        else:
+            yield Target(server.url, "/predict", text_body, label_field, headers)
+
+
+# What each feature on the request path costs: ours with it turned off or on (same model,
+# same texts; the challenger alias names the champion's version, so labels still agree).
+AB_SPLIT = "experiment: bench\nvariants: {champion: 50, challenger: 50}\nshadow: null\n"
+SHADOW = "experiment: bench\nvariants: {champion: 100}\nshadow: challenger\n"
+BATCHES = (32, 256)
 
 
 SERVERS: dict[str, Callable[[Run, int], AbstractContextManager[Target]]] = {
@@ -322,6 +372,14 @@ SERVERS: dict[str, Callable[[Run, int], AbstractContextManager[Target]]] = {
     "mlflow models serve": mlflow_peer,
     "BentoML": bentoml_peer,
     OURS: ours,
+}
+# Rows measured with one worker only: what one feature costs, and the batch forms.
+ONE_WORKER: dict[str, Callable[[Run, int], AbstractContextManager[Target]]] = {
+    f"{OURS}, auth off": functools.partial(ours, auth=False),
+    f"{OURS}, A/B 50/50": functools.partial(ours, routing=AB_SPLIT),
+    f"{OURS}, shadow on": functools.partial(ours, routing=SHADOW),
+    **{f"{OURS}, batch {n}": functools.partial(ours, batch=n) for n in BATCHES},
+    **{f"mlflow models serve, batch {n}": functools.partial(mlflow_peer, batch=n) for n in BATCHES},
 }
 
 
@@ -339,15 +397,16 @@ class Agreement:
 
 
 def check_labels(target: Target, texts: Sequence[str], expected: Sequence[str]) -> Agreement:
-    """Each text once, in order: how many labels equal `expected` (sklearn's, in-process)."""
-    assert target.body is not None
-    agreed = non_2xx = errors = 0
+    """Each text once, in order, `target.batch` per request: how many labels equal `expected`
+    (sklearn's, in-process)."""
+    agreed = non_2xx = errors = checked = 0
     first_failure = None
     headers = {"Content-Type": "application/json", **target.headers}
     with httpx.Client(base_url=target.url, headers=headers, timeout=30) as client:
-        for text, want in zip(texts, expected, strict=True):
+        for request in target.requests(texts, expected):
+            checked += len(request.expected)
             try:
-                response = client.post(target.path, json=target.body(text))
+                response = client.post(target.path, json=request.body)
             except httpx.HTTPError as exc:
                 errors += 1
                 first_failure = first_failure or f"{type(exc).__name__}: {exc}"
@@ -355,15 +414,18 @@ def check_labels(target: Target, texts: Sequence[str], expected: Sequence[str]) 
             if not response.is_success:
                 non_2xx += 1
                 first_failure = first_failure or f"{response.status_code}: {response.text[-1500:]}"
-            elif target.label(response.json()) == want:
-                agreed += 1
-    return Agreement(len(texts), agreed, non_2xx, errors, first_failure)
+                continue
+            got = target.labels(response.json())
+            agreed += sum(a == b for a, b in zip(got, request.expected, strict=False))
+    return Agreement(checked, agreed, non_2xx, errors, first_failure)
 
 
 def rotation_script(target: Target, texts: Sequence[str]) -> str:
-    """A wrk script sending `texts` as `target`'s JSON bodies, one after another, in a loop."""
-    assert target.body is not None
-    bodies = ",\n".join(lua_string(json.dumps(target.body(text))) for text in texts)
+    """A wrk script sending `texts` as `target`'s JSON bodies (`target.batch` texts each), one
+    after another, in a loop."""
+    bodies = ",\n".join(
+        lua_string(json.dumps(r.body)) for r in target.requests(texts, [""] * len(texts))
+    )
     headers = {"Content-Type": "application/json", **target.headers}
     header_items = ", ".join(f"[{lua_string(k)}] = {lua_string(v)}" for k, v in headers.items())
     return f"""local bodies = {{
@@ -394,6 +456,11 @@ class Cell:
     result: WrkResult | None
     agreement: Agreement | None
     skipped: str | None = None
+    batch: int = 1  # texts per request
+
+    @property
+    def texts_per_s(self) -> float:
+        return self.result.requests_per_s * self.batch if self.result else 0.0
 
     @property
     def failed(self) -> bool:
@@ -411,12 +478,13 @@ def measure_server(
     label = f"{name}, {workers} worker(s)"
     try:
         with console.status(f"starting {label}"):
-            server = SERVERS[name](run, workers)
+            server = {**SERVERS, **ONE_WORKER}[name](run, workers)
             target = server.__enter__()
     except PeerSkipped as exc:
         reason = str(exc).splitlines()[0]
         console.print(f"[yellow]{label}: skipped[/]: {exc}", highlight=False)
         return [Cell(name, workers, c, None, None, reason) for c in args.concurrency]
+    batch = target.batch
     try:
         agreement = None
         script = None
@@ -441,9 +509,10 @@ def measure_server(
         for concurrency in args.concurrency:
             with console.status(f"{label}, c={concurrency}: {args.seconds} s"):
                 result = run_wrk(url, concurrency, args.seconds, script)
-            cells.append(Cell(name, workers, concurrency, result, agreement))
+            cells.append(Cell(name, workers, concurrency, result, agreement, batch=batch))
             console.print(
-                f"{label}, c={concurrency}: {result.requests_per_s:,.0f} req/s, "
+                f"{label}, c={concurrency}: {result.requests_per_s:,.0f} req/s "
+                f"({result.requests_per_s * batch:,.0f} texts/s), "
                 f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
                 f"non-2xx {result.non_2xx}, errors {result.errors}",
                 highlight=False,
@@ -454,30 +523,35 @@ def measure_server(
 
 
 def ratios(cells: Sequence[Cell]) -> dict[tuple[str, int, int], dict[str, float]]:
-    """Per cell: its requests/s over the ceiling's, and ours over its, at the same workers
-    and concurrency."""
+    """Per cell, at the same workers and concurrency: its requests/s over the ceiling's (one
+    text per request only); for a peer, ours over its; for ours with a feature turned off or
+    on, the microseconds per request that costs (its time per request minus ours)."""
     rps = {
         (c.server, c.workers, c.concurrency): c.result.requests_per_s
         for c in cells
         if c.result is not None and c.result.requests_per_s > 0
     }
+    batched = {c.server for c in cells if c.batch > 1}
     found: dict[tuple[str, int, int], dict[str, float]] = {}
     for (server, workers, concurrency), value in rps.items():
         row: dict[str, float] = {}
         top = rps.get((CEILING, workers, concurrency))
-        if top and server != CEILING:
+        if top and server != CEILING and server not in batched:
             row["over_ceiling"] = value / top
         our = rps.get((OURS, workers, concurrency))
-        if our and server not in (CEILING, OURS):
+        if our and server in SERVERS and server not in (CEILING, OURS):
             row["ours_over_this"] = our / value
+        if our and server.startswith(f"{OURS}, ") and server not in batched:
+            row["cost_us_vs_ours"] = 1e6 / value - 1e6 / our
         found[(server, workers, concurrency)] = row
     return found
 
 
 def results_table(cells: Sequence[Cell], title: str) -> Table:
     table = Table(title=title)
-    columns = ("server", "workers", "c", "req/s", "p50 ms", "p99 ms", "non-2xx", "errors")
-    for column in (*columns, "labels agree", "÷ ceiling", "ours ÷ this"):
+    columns = ("server", "workers", "c", "req/s", "texts/s", "p50 ms", "p99 ms", "non-2xx")
+    extra = ("errors", "labels agree", "÷ ceiling", "ours ÷ this", "µs/req vs ours")
+    for column in (*columns, *extra):
         table.add_column(column, justify="left" if column == "server" else "right")
     found = ratios(cells)
     for cell in cells:
@@ -491,6 +565,7 @@ def results_table(cells: Sequence[Cell], title: str) -> Table:
         table.add_row(
             *head,
             f"{r.requests_per_s:,.0f}",
+            f"{cell.texts_per_s:,.0f}",
             f"{r.p50_ms:.2f}",
             f"{r.p99_ms:.2f}",
             str(r.non_2xx),
@@ -498,6 +573,7 @@ def results_table(cells: Sequence[Cell], title: str) -> Table:
             f"[bold red]{agree}[/]" if a is not None and not a.ok else agree,
             f"{row['over_ceiling']:.2f}" if "over_ceiling" in row else "",
             f"{row['ours_over_this']:.2f}" if "ours_over_this" in row else "",
+            f"{row['cost_us_vs_ours']:+.0f}" if "cost_us_vs_ours" in row else "",
         )
     return table
 
@@ -527,8 +603,11 @@ def prepare(tmp: Path, args: argparse.Namespace, console: Console) -> Run:
     with isolated_environment(env):
         version, spec = train(var, args, console)
         split = load_split(spec, TrainConfig(classifier=ClassifierConfig(C=C)))
-        pipeline = Registry(Settings(var_dir=var)).load(version).pipeline
-        planned_s = 12 * len(SERVERS) * (len(args.concurrency) * args.seconds + args.warmup)
+        registry = Registry(Settings(var_dir=var))
+        registry.promote(version, "challenger")  # the A/B and shadow rows' second variant
+        pipeline = registry.load(version).pipeline
+        servers = len(SERVERS) + len(ONE_WORKER)
+        planned_s = 12 * servers * (len(args.concurrency) * args.seconds + args.warmup)
         token = predict_token(var, secret, planned_s + 1800)
     model_files.save(pipeline, tmp / "model")
     texts = list(split.test.texts)[: args.texts] if args.texts else list(split.test.texts)
@@ -549,9 +628,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--data", choices=["sst2", "builtin"], default="sst2")
     parser.add_argument("--texts", type=int, default=0, help="use the first N test texts only")
-    parser.add_argument(
-        "--servers", nargs="+", choices=list(SERVERS), default=list(SERVERS), metavar="NAME"
-    )
+    names = [*SERVERS, *ONE_WORKER]
+    parser.add_argument("--servers", nargs="+", choices=names, default=names, metavar="NAME")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "peers.json")
     args = parser.parse_args()
     if args.seconds <= 0 or args.warmup < 0 or args.texts < 0:
@@ -583,7 +661,7 @@ def main() -> int:
                 console.print(f"[yellow]{peer}: skipped[/]: {exc}", highlight=False)
                 run.venvs[peer] = str(exc).splitlines()[0]
         for server in args.servers:
-            for workers in args.workers:
+            for workers in args.workers if server in SERVERS else [1]:
                 cells += measure_server(server, run, workers, args, console)
     machine = (
         f"{os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
@@ -610,6 +688,8 @@ def main() -> int:
                 "workers": c.workers,
                 "concurrency": c.concurrency,
                 "skipped": c.skipped,
+                "texts_per_request": c.batch,
+                "texts_per_s": c.texts_per_s,
                 **(asdict(c.result) if c.result else {}),
                 "errors": c.result.errors if c.result else None,
                 "labels": asdict(c.agreement) if c.agreement else None,
