@@ -121,7 +121,7 @@ bench-serving: install
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/hot_swap.py
 
-## bench-peers: our server beside a plain FastAPI app, `mlflow models serve` and BentoML on the same model and SST-2 texts, 1 and 2 workers (~9 min; installs wrk, and each peer into var/bench-peers/)
+## bench-peers: our server beside a plain FastAPI app, `mlflow models serve` and BentoML on the same model and SST-2 texts, 1 and 2 workers, feature costs and batches (~12 min; installs wrk, and each peer into var/bench-peers/)
 bench-peers: install | $(UV_STAMP)
 	command -v wrk || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python benchmarks/peers.py

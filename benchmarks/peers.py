@@ -11,7 +11,10 @@ server with `wrk -t1 --latency` on 127.0.0.1, with 1 and 2 workers, at c = 1, 8,
   version itself, in the project's store (its MLmodel describes the sklearn flavour);
 - a BentoML service wrapping the same pipeline (benchmarks/peers/bentoml_service.py);
 - `sentiment serve` as users run it: bearer-token auth, routing by configs/routing.yaml, the
-  prediction log (SQLite), Prometheus metrics and one JSON access-log line per request.
+  prediction log (SQLite), Prometheus metrics and one JSON access-log line per request;
+- with one worker only (`ONE_WORKER`): ours with auth off, with an A/B split, with a challenger
+  in shadow (each row's time per request minus ours: what the feature costs), and the batch
+  forms, ours (/predict/batch) and MLflow's (a list of inputs), 32 and 256 texts a request.
 
 Every request body is one of the test set's texts, in turn (1,821 SST-2 test sentences). Each
 peer runs in a virtualenv of its own under var/bench-peers/ (git-ignored), installed here on
@@ -30,7 +33,7 @@ peer's at the same workers and concurrency, and writes benchmarks/results/peers.
     python benchmarks/peers.py [--seconds 10] [--workers 1 2] [--concurrency 1 8 64]
 
 Run it on an otherwise idle machine (wrk and the servers share its cores); 10 s per cell, the
-whole run with installed peers takes about 9 minutes.
+whole run with installed peers takes about 12 minutes.
 """
 
 from __future__ import annotations
