@@ -7,7 +7,11 @@ import asyncio
 import io
 import json
 import logging
+import random
 import threading
+from datetime import UTC, datetime
+
+import pytest
 
 from sentiment_mlops.serving.logs import JsonFormatter, LoopFlushedHandler
 
@@ -61,3 +65,16 @@ def test_lines_from_outside_a_loop_are_flushed_at_once() -> None:
     thread.start()
     thread.join()
     assert stream.flushes == 2 and "from a thread" in stream.visible
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.0004999, 0.0005, 0.9994999, 0.9995, 0.9999995, 0.5])
+def test_the_timestamp_is_datetimes_own_to_the_millisecond(fraction: float) -> None:
+    """Formatted once per second and reused, it still reads as `isoformat` would, rounding to
+    the microsecond first (so 0.9999995 s is the next second)."""
+    formatter = JsonFormatter()
+    rng = random.Random(7)
+    for _ in range(2_000):
+        created = rng.randrange(1_700_000_000, 1_800_000_000) + fraction
+        expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+        record = logging.makeLogRecord({"created": created, "msg": "m"})
+        assert json.loads(formatter.format(record))["ts"] == expected, created
