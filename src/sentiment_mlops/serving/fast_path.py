@@ -31,7 +31,7 @@ from sentiment_mlops.serving.auth import authorize
 from sentiment_mlops.serving.deps import Services
 from sentiment_mlops.serving.middleware import AccessRecord
 from sentiment_mlops.serving.models import NoModelLoaded
-from sentiment_mlops.serving.routes import Plan, carry_out, plan, predictions, router
+from sentiment_mlops.serving.routes import Plan, carry_out, is_json, plan, predictions, router
 from sentiment_mlops.serving.schemas import BatchPrediction, BatchPredictRequest, PredictRequest
 
 PATHS: dict[str, type[PredictRequest] | type[BatchPredictRequest]] = {
@@ -58,7 +58,8 @@ class FastPredict:
             return
         services: Services | None = getattr(scope["app"].state, "services", None)
         headers = _headers(scope)
-        if services is None or not _is_json(headers.get(b"content-type")):
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        if services is None or not is_json(content_type):  # the route's `require_json` test
             await self.app(scope, receive, send)
             return
         messages = await _read_body(receive)
@@ -122,14 +123,6 @@ def _headers(scope: Scope) -> dict[bytes, bytes]:
     for name, value in scope["headers"]:
         found.setdefault(name, value)
     return found
-
-
-def _is_json(content_type: bytes | None) -> bool:
-    """The route's `require_json` test: the media type is application/json."""
-    if content_type is None:
-        return False
-    media = content_type.decode("latin-1").split(";", 1)[0].strip().lower()
-    return media == "application/json"
 
 
 async def _read_body(receive: Receive) -> list[Message]:

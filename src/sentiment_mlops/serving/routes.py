@@ -50,10 +50,14 @@ ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
+def is_json(content_type: str) -> bool:
+    """Whether a Content-Type header's media type is application/json (parameters aside)."""
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
+
+
 async def require_json(request: Request) -> None:
     """Bodies are JSON; anything else is refused before parsing with 415."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";", 1)[0].strip().lower() != "application/json":
+    if not is_json(request.headers.get("content-type", "")):
         raise HTTPException(415, "send the body as JSON with Content-Type: application/json")
 
 
